@@ -1,0 +1,349 @@
+"""Dataset specs: one YAML file declares a whole use case.
+
+A spec is parsed into frozen pydantic models. Any mistake raises :class:`SpecError`
+naming the file and the dotted path of the field, e.g.
+``flights.yaml: sources.schedule.columns.year.type: Input should be 'int', ...``.
+Names that later become SQL identifiers or paths are validated here, once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+ColumnType = Literal["int", "float", "category", "string", "timestamp", "bool"]
+NUMERIC_TYPES = ("int", "float")
+
+
+class SpecError(ValueError):
+    """A spec file is missing, unreadable or breaks the spec schema."""
+
+
+def check_identifier(value: str, what: str = "name") -> str:
+    """Return ``value`` if it is a safe lower-case SQL/path identifier, else raise."""
+    if not isinstance(value, str) or not IDENTIFIER.match(value):
+        raise ValueError(
+            f"{what} {value!r} must match {IDENTIFIER.pattern} "
+            "(lower case letter, then letters, digits or underscores)"
+        )
+    return value
+
+
+def parse_duration(value: str) -> timedelta:
+    """Parse a small ISO-8601 duration such as ``P1D``, ``PT6H`` or ``P1DT12H``."""
+    match = re.fullmatch(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?)?", value or "")
+    if not match or value in ("P", "PT"):
+        raise ValueError(f"{value!r} is not an ISO-8601 duration like P1D or PT6H")
+    days, hours, minutes = (int(g) if g else 0 for g in match.groups())
+    return timedelta(days=days, hours=hours, minutes=minutes)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ColumnSpec(_Frozen):
+    """One delivered column: its type and the row rules that quarantine bad values."""
+
+    type: ColumnType
+    required: bool = True
+    min: float | None = None
+    max: float | None = None
+    allowed: tuple[str, ...] | None = None
+    on_unseen: Literal["keep", "quarantine"] = "keep"
+    pii: Literal["pseudonymise", "drop"] | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _rules_fit_type(self) -> ColumnSpec:
+        if (self.min is not None or self.max is not None) and self.type not in NUMERIC_TYPES:
+            raise ValueError(f"min/max only apply to int or float columns, not {self.type}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is greater than max {self.max}")
+        if self.allowed is not None and self.type not in ("category", "string"):
+            raise ValueError(f"allowed values only apply to category/string, not {self.type}")
+        if self.on_unseen == "quarantine" and self.allowed is None:
+            raise ValueError("on_unseen: quarantine needs an 'allowed' list")
+        return self
+
+
+class SourceSpec(_Frozen):
+    """A kind of delivery that lands in the landing zone."""
+
+    role: Literal["features", "labels"]
+    pattern: str = Field(description="glob of file names in the landing zone, one '*'")
+    format: Literal["csv", "parquet"] = "csv"
+    delimiter: str = ","
+    encoding: str = "utf-8"
+    na_values: tuple[str, ...] = ("", "NA")
+    batch_date: str | None = Field(
+        default=None, description="regex with a (?P<date>YYYY-MM-DD) group read from the file name"
+    )
+    extra_columns: Literal["reject", "ignore"] = "reject"
+    columns: dict[str, ColumnSpec]
+
+    @field_validator("pattern")
+    @classmethod
+    def _one_star(cls, value: str) -> str:
+        if value.count("*") != 1 or "/" in value:
+            raise ValueError(f"pattern {value!r} must be a file name with exactly one '*'")
+        return value
+
+    @field_validator("batch_date")
+    @classmethod
+    def _date_group(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                compiled = re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"batch_date is not a valid regex: {exc}") from None
+            if "date" not in compiled.groupindex:
+                raise ValueError("batch_date needs a named group (?P<date>...)")
+        return value
+
+    @field_validator("columns")
+    @classmethod
+    def _column_names(cls, value: dict[str, ColumnSpec]) -> dict[str, ColumnSpec]:
+        if not value:
+            raise ValueError("a source needs at least one column")
+        for name in value:
+            check_identifier(name, "column")
+        return value
+
+
+class TargetSpec(_Frozen):
+    """How the binary label is derived from a label-source column."""
+
+    name: str
+    column: str
+    op: Literal["gt", "ge", "lt", "le", "eq"]
+    value: float
+    when_missing: Literal["drop", "negative", "positive"] = "drop"
+
+    _name = field_validator("name")(lambda v: check_identifier(v, "target name"))
+
+
+class DeriveSpec(_Frozen):
+    """A derived column from a fixed vocabulary of operations."""
+
+    name: str
+    op: Literal["weekday", "month", "day_of_year", "local_hour", "local_date", "hhmm_hour", "hhmm_minute"]
+    column: str
+
+    _name = field_validator("name")(lambda v: check_identifier(v, "derived column"))
+
+
+class FillSpec(_Frozen):
+    """A missing-value fill whose value is learned on the training split only."""
+
+    strategy: Literal["median", "mean", "mode", "constant"]
+    value: Any = None
+
+    @model_validator(mode="after")
+    def _constant_has_value(self) -> FillSpec:
+        if self.strategy == "constant" and self.value is None:
+            raise ValueError("strategy constant needs a value")
+        return self
+
+
+class CapSpec(_Frozen):
+    """Outlier capping at quantiles learned on the training split only."""
+
+    lower_quantile: Annotated[float, Field(ge=0, le=0.5)] = 0.0
+    upper_quantile: Annotated[float, Field(ge=0.5, le=1)] = 1.0
+
+
+class WrangleSpec(_Frozen):
+    derive: tuple[DeriveSpec, ...] = ()
+    fill: dict[str, FillSpec] = {}
+    cap: dict[str, CapSpec] = {}
+    drop: tuple[str, ...] = ()
+
+
+class SplitSpec(_Frozen):
+    train: Annotated[float, Field(gt=0, lt=1)] = 0.8
+    validation: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    test: Annotated[float, Field(gt=0, lt=1)] = 0.1
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitSpec:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + validation + test must be 1, got {total:g}")
+        return self
+
+
+class QualitySpec(_Frozen):
+    max_quarantine_share: Annotated[float, Field(ge=0, le=1)] = 0.05
+    max_event_lead: str = "P366D"
+
+    _lead = field_validator("max_event_lead")(lambda v: (parse_duration(v), v)[1])
+
+
+class ReplaySpec(_Frozen):
+    """Where the replay command reads the full source and how it cuts it into deliveries."""
+
+    package: str
+    file: str
+    start: str
+    end: str
+
+
+class DatasetSpec(_Frozen):
+    """A whole use case: sources, key, event time, target, features and rules."""
+
+    name: str
+    version: int = 1
+    title: str
+    description: str = ""
+    owner: str = "flightdeck"
+    timezone: str = "UTC"
+    schedule: str = "@daily"
+    entity_key: tuple[str, ...]
+    event_time: str
+    sources: dict[str, SourceSpec]
+    label_delay: str = "P1D"
+    target: TargetSpec
+    features: tuple[str, ...]
+    leakage_columns: tuple[str, ...] = ()
+    wrangle: WrangleSpec = WrangleSpec()
+    split: SplitSpec = SplitSpec()
+    quality: QualitySpec = QualitySpec()
+    replay: ReplaySpec | None = None
+    path: Path | None = Field(default=None, exclude=True)
+
+    _name = field_validator("name")(lambda v: check_identifier(v, "spec name"))
+    _delay = field_validator("label_delay")(lambda v: (parse_duration(v), v)[1])
+
+    @field_validator("sources")
+    @classmethod
+    def _source_names(cls, value: dict[str, SourceSpec]) -> dict[str, SourceSpec]:
+        for name in value:
+            check_identifier(name, "source")
+        if sum(s.role == "features" for s in value.values()) != 1:
+            raise ValueError("exactly one source must have role: features")
+        if sum(s.role == "labels" for s in value.values()) > 1:
+            raise ValueError("at most one source may have role: labels")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> DatasetSpec:
+        feats = self.features_source.columns
+        for key in self.entity_key:
+            if key not in feats:
+                raise ValueError(f"entity_key column {key!r} is not a column of the features source")
+        if self.event_time not in feats or feats[self.event_time].type != "timestamp":
+            raise ValueError(f"event_time {self.event_time!r} must be a timestamp column of the features source")
+        labels = self.labels_source
+        if labels is not None:
+            missing = [k for k in self.entity_key if k not in labels.columns]
+            if missing:
+                raise ValueError(f"the labels source lacks entity_key columns {missing}")
+            if self.target.column not in labels.columns:
+                raise ValueError(f"target.column {self.target.column!r} is not a column of the labels source")
+        elif self.target.column not in feats:
+            raise ValueError(f"target.column {self.target.column!r} is not a column of the features source")
+        derived = {d.name for d in self.wrangle.derive}
+        for d in self.wrangle.derive:
+            if d.column not in feats:
+                raise ValueError(f"wrangle.derive {d.name!r} reads unknown column {d.column!r}")
+        known = set(feats) | derived
+        for section, names in (("features", self.features), ("wrangle.fill", self.wrangle.fill),
+                               ("wrangle.cap", self.wrangle.cap), ("wrangle.drop", self.wrangle.drop)):
+            unknown = [n for n in names if n not in known]
+            if unknown:
+                raise ValueError(f"{section} names unknown columns {unknown}")
+        forbidden = set(self.leakage_columns) | {self.target.column, self.target.name}
+        leaking = sorted(forbidden & set(self.features))
+        if leaking:
+            raise ValueError(f"features include target or leakage columns {leaking}")
+        dropped = sorted(set(self.wrangle.drop) & set(self.features))
+        if dropped:
+            raise ValueError(f"features include dropped columns {dropped}")
+        for name, col in feats.items():
+            if col.pii is not None and name in self.entity_key:
+                raise ValueError(f"PII column {name!r} cannot be part of the entity key")
+        return self
+
+    @property
+    def features_source_name(self) -> str:
+        return next(n for n, s in self.sources.items() if s.role == "features")
+
+    @property
+    def features_source(self) -> SourceSpec:
+        return self.sources[self.features_source_name]
+
+    @property
+    def labels_source_name(self) -> str | None:
+        return next((n for n, s in self.sources.items() if s.role == "labels"), None)
+
+    @property
+    def labels_source(self) -> SourceSpec | None:
+        name = self.labels_source_name
+        return self.sources[name] if name else None
+
+    @property
+    def suite_dir(self) -> Path | None:
+        """Folder of the reviewed Great Expectations suites committed next to the spec."""
+        return self.path.parent / self.name / "expectations" if self.path else None
+
+    def fingerprint(self) -> str:
+        """Short content hash of the spec, recorded as its version in the catalog."""
+        payload = self.model_dump_json(exclude={"path"}).encode()
+        return f"v{self.version}-{hashlib.sha256(payload).hexdigest()[:12]}"
+
+
+def _format_errors(path: Path, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{path.name}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def load_spec(path: str | Path) -> DatasetSpec:
+    """Read and validate one spec file, raising :class:`SpecError` with the field named."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{path}: spec file not found") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path.name}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path.name}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        spec = DatasetSpec.model_validate({**raw, "path": path})
+    except ValidationError as exc:
+        raise SpecError(_format_errors(path, exc)) from None
+    if spec.name != path.stem:
+        raise SpecError(f"{path.name}: name: {spec.name!r} must equal the file name stem {path.stem!r}")
+    return spec
+
+
+def discover_specs(specs_dir: str | Path) -> list[DatasetSpec]:
+    """Load every ``*.yaml`` spec in ``specs_dir``, sorted by name."""
+    return [load_spec(p) for p in sorted(Path(specs_dir).glob("*.yaml"))]
+
+
+def list_spec_names(specs_dir: str | Path) -> list[str]:
+    """Spec names from file names only: cheap enough for DAG parse time."""
+    return [p.stem for p in sorted(Path(specs_dir).glob("*.yaml"))]
