@@ -10,6 +10,7 @@ batches its run claimed, so re-running a DAG run replaces that run's outputs.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import logging
@@ -99,18 +100,30 @@ def _put_json(store: Store, key: str, payload: Any) -> str:
 
 
 # ---------------------------------------------------------------- ingest
+def waiting_files(landing: Store, spec_name: str, patterns: list[str]) -> list[str]:
+    """Keys of files waiting in ``<landing>/<spec>/`` that match one of ``patterns``.
+
+    Archived (``_archive/``), hidden and temporary files are not waiting.
+    """
+    out = []
+    for obj in landing.list(f"{spec_name}/"):
+        rel = obj.key[len(spec_name) + 1:]
+        if "/" in rel or rel.startswith("."):
+            continue
+        if any(fnmatch.fnmatchcase(rel, p) for p in patterns):
+            out.append(obj.key)
+    return out
+
+
 def list_landed(ctx: StageContext) -> list[tuple[str, str]]:
     """(landing key, source name) of files waiting in ``<landing>/<spec>/``."""
     out = []
-    for obj in ctx.landing.list(f"{ctx.name}/"):
-        rel = obj.key[len(ctx.name) + 1:]
-        if "/" in rel or rel.startswith("."):
-            continue  # _archive/ and hidden or temporary files
-        source = ingest.match_source(ctx.spec, rel)
+    for key in waiting_files(ctx.landing, ctx.name, ["*"]):
+        source = ingest.match_source(ctx.spec, key.rsplit("/", 1)[-1])
         if source is None:
-            log.warning("landing file %s matches no source pattern of spec %s; left in place", obj.key, ctx.name)
+            log.warning("landing file %s matches no source pattern of spec %s; left in place", key, ctx.name)
             continue
-        out.append((obj.key, source))
+        out.append((key, source))
     return out
 
 

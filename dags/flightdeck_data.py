@@ -1,0 +1,55 @@
+"""Data engineering DAGs: one per dataset spec in include/specs/.
+
+landing zone --sensor--> ingest -> profile -> validate -> wrangle -> split --Asset--> training
+
+This file only wires operators; it imports no pandas, GX, MLflow, LightGBM or sklearn
+and makes no database or network call when it is parsed.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, Asset
+
+from flightdeck.settings import Settings
+from flightdeck.spec import discover_specs
+from flightdeck_airflow.operators import (
+    IngestDeliveriesOperator,
+    ProfileBatchesOperator,
+    SplitDatasetOperator,
+    ValidateBatchesOperator,
+    WrangleBatchesOperator,
+)
+from flightdeck_airflow.sensors import LandingZoneSensor
+
+
+def training_data_asset(spec_name: str) -> Asset:
+    """The Asset the training DAG of a spec is scheduled on."""
+    return Asset(name=f"flightdeck.{spec_name}.training_data", uri=f"flightdeck://{spec_name}/training_data")
+
+
+for spec in discover_specs(Settings.from_env().specs_dir):
+    with DAG(
+        dag_id=f"{spec.name}_data",
+        description=f"{spec.title}: ingest, profile, validate, wrangle, split",
+        doc_md=__doc__ + f"\n\nSpec `{spec.name}` ({spec.fingerprint()}): {spec.description}",
+        schedule=spec.schedule,
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        tags=["flightdeck", spec.name, "data"],
+        default_args={"owner": spec.owner, "retries": 2, "retry_delay": timedelta(minutes=1),
+                      "spec_name": spec.name},
+    ) as dag:
+        wait = LandingZoneSensor(task_id="wait_for_deliveries", poke_interval=30,
+                                 timeout=timedelta(hours=12).total_seconds(),
+                                 doc_md="Deferrable wait for files in the landing zone; skips the run if none land.")
+        ingest = IngestDeliveriesOperator(task_id="ingest")
+        profile = ProfileBatchesOperator(task_id="profile")
+        validate = ValidateBatchesOperator(task_id="validate")
+        wrangle = WrangleBatchesOperator(task_id="wrangle")
+        split = SplitDatasetOperator(task_id="split", outlets=[training_data_asset(spec.name)])
+        wait >> ingest >> profile >> validate >> wrangle >> split
+    globals()[dag.dag_id] = dag

@@ -1,0 +1,89 @@
+"""Custom operators, one per pipeline stage, each a thin call into ``flightdeck.runners``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowFailException
+
+
+class FlightDeckStageOperator(BaseOperator):
+    """Run one stage of a dataset spec and push its small manifest to XCom.
+
+    Data-quality failures (rejected deliveries, failed hard expectations, leakage) fail the
+    task without retries, since re-running cannot fix the data; other errors retry.
+
+    Args:
+        spec_name: the spec's name (file ``<specs_dir>/<spec_name>.yaml``).
+        pii_key_conn_id: optional Airflow connection whose password is the pseudonymisation
+            key; otherwise ``FLIGHTDECK_PSEUDONYMISATION_KEY`` or the generated local key.
+    """
+
+    stage: ClassVar[str] = ""
+    template_fields: Sequence[str] = ("spec_name",)
+    ui_color = "#f0ede4"
+
+    def __init__(self, *, spec_name: str, pii_key_conn_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.spec_name = spec_name
+        self.pii_key_conn_id = pii_key_conn_id
+
+    def stage_context(self, context: Context) -> Any:
+        from flightdeck.runners import StageContext
+        from flightdeck.settings import Settings
+        from flightdeck.spec import load_spec
+
+        settings = Settings.from_env()
+        pii_key = None
+        if self.pii_key_conn_id:
+            from airflow.sdk import BaseHook
+
+            pii_key = BaseHook.get_connection(self.pii_key_conn_id).password
+        return StageContext(spec=load_spec(settings.specs_dir / f"{self.spec_name}.yaml"), settings=settings,
+                            run_id=context["run_id"], dag_id=self.dag_id, pii_key=pii_key)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from flightdeck import runners
+        from flightdeck.ingest import DeliveryError, QualityGateError
+        from flightdeck.spec import SpecError
+        from flightdeck.split import LeakageError
+
+        ctx = self.stage_context(context)
+        try:
+            manifest = getattr(runners, self.stage)(ctx)
+        except (QualityGateError, DeliveryError, LeakageError, SpecError) as exc:
+            raise AirflowFailException(str(exc)) from exc
+        self.log.info("%s manifest: %s", self.stage, manifest)
+        return manifest
+
+
+class IngestDeliveriesOperator(FlightDeckStageOperator):
+    """Claim landed files, keep them immutable in raw/, parse, quarantine, pseudonymise, stage."""
+
+    stage = "ingest_deliveries"
+
+
+class ProfileBatchesOperator(FlightDeckStageOperator):
+    """Profile each staged batch of the run (JSON + HTML report)."""
+
+    stage = "profile_batches"
+
+
+class ValidateBatchesOperator(FlightDeckStageOperator):
+    """Validate each staged batch with the spec's Great Expectations suite."""
+
+    stage = "validate_batches"
+
+
+class WrangleBatchesOperator(FlightDeckStageOperator):
+    """Join outcomes, derive columns and publish curated partitions."""
+
+    stage = "curate_batches"
+
+
+class SplitDatasetOperator(FlightDeckStageOperator):
+    """Time-split the curated data, check leakage, fit wrangling on train, publish a dataset version."""
+
+    stage = "split_dataset"

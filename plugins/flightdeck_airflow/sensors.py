@@ -1,0 +1,67 @@
+"""Sensors on the landing zone."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator, Context
+from airflow.sdk.exceptions import AirflowSkipException
+
+
+class LandingZoneSensor(BaseSensorOperator):
+    """Wait until deliveries for a spec land in ``<landing>/<spec>/`` (local folder or S3).
+
+    Deferrable by default: the wait happens in the triggerer. When nothing lands within
+    ``timeout`` the task is skipped, and so is the rest of the run. Returns the list of
+    waiting file keys (small) to XCom.
+    """
+
+    template_fields: Sequence[str] = ("spec_name",)
+    ui_color = "#e8f4fd"
+
+    def __init__(self, *, spec_name: str, deferrable: bool = True, **kwargs: Any) -> None:
+        kwargs.setdefault("soft_fail", True)
+        super().__init__(**kwargs)
+        self.spec_name = spec_name
+        self.deferrable = deferrable
+
+    def _waiting(self) -> list[str]:
+        from flightdeck.runners import waiting_files
+        from flightdeck.settings import Settings
+        from flightdeck.spec import load_spec
+        from flightdeck.storage import open_store
+
+        settings = Settings.from_env()
+        spec = load_spec(settings.specs_dir / f"{self.spec_name}.yaml")
+        self._patterns = [s.pattern for s in spec.sources.values()]
+        self._settings = settings
+        return waiting_files(open_store(settings.landing_uri, settings.s3_endpoint_url), spec.name, self._patterns)
+
+    def poke(self, context: Context) -> bool | Any:
+        return bool(self._waiting())
+
+    def execute(self, context: Context) -> Any:
+        files = self._waiting()
+        if files:
+            self.log.info("%d deliveries waiting: %s", len(files), files[:10])
+            return files
+        if not self.deferrable:
+            super().execute(context)
+            return self._waiting()
+        from flightdeck_airflow.triggers import LandingFilesTrigger
+
+        timeout = self.timeout.total_seconds() if isinstance(self.timeout, timedelta) else self.timeout
+        poll = self.poke_interval.total_seconds() if isinstance(self.poke_interval, timedelta) else self.poke_interval
+        self.defer(
+            trigger=LandingFilesTrigger(self._settings.landing_uri, self.spec_name, self._patterns,
+                                        poll_interval=float(poll), timeout=timeout,
+                                        s3_endpoint_url=self._settings.s3_endpoint_url),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> list[str]:
+        if event.get("status") != "found":
+            raise AirflowSkipException(f"no deliveries for {self.spec_name} landed within {self.timeout}")
+        return list(event["files"])

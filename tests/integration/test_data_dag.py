@@ -1,0 +1,54 @@
+"""The data DAG on a few days of real flights, through Airflow's dag.test()."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("FLIGHTDECK_HOME", str(tmp_path / "fd"))
+    monkeypatch.setenv("FLIGHTDECK_PSEUDONYMISATION_KEY", "integration-key")
+    return tmp_path / "fd"
+
+
+def _dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    assert not bag.import_errors, bag.import_errors
+    return bag.dags["flights_data"]
+
+
+def test_data_dag_ingests_replayed_days_and_publishes_splits(airflow_db, home, flights_spec):
+    from flightdeck import replay, warehouse
+    from flightdeck.settings import Settings
+    from flightdeck.storage import open_store
+
+    settings = Settings.from_env()
+    landed = replay.replay(flights_spec, open_store(settings.landing_uri), date(2013, 3, 1), date(2013, 3, 4))
+    run = _dag().test()
+    assert run.state == "success", [(ti.task_id, ti.state) for ti in run.get_task_instances()]
+
+    engine = warehouse.connect(settings.warehouse_url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(warehouse.catalog.c.status, warehouse.catalog.c.rows_in,
+                                      warehouse.catalog.c.rows_accepted,
+                                      warehouse.catalog.c.rows_quarantined)).all()
+        versions = conn.execute(sa.select(warehouse.dataset_versions)).mappings().all()
+    assert len(rows) == len(landed) == 8
+    assert {r.status for r in rows} == {"curated"}
+    assert all(r.rows_in == r.rows_accepted + r.rows_quarantined for r in rows)
+    assert sum(r.rows_in for r in rows) == 2 * sum(d.rows for d in landed if d.source == "schedule")
+    assert len(versions) == 1 and versions[0]["train_rows"] > versions[0]["validation_rows"] > 0
+    lake = Path(settings.lake_uri)
+    assert len(list((lake / "raw" / "flights").rglob("*.csv"))) == 8
+    assert len(list((lake / "curated" / "flights").glob("batch_date=*/data.parquet"))) == 4
+    assert not list((Path(settings.landing_uri) / "flights").glob("*.csv")), "landed files archived"
