@@ -1,0 +1,61 @@
+# FlightDeck: two commands do all the set-up on a fresh machine: `make demo`, `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+export FLIGHTDECK_HOME ?= $(CURDIR)/.flightdeck
+export AIRFLOW_HOME ?= $(FLIGHTDECK_HOME)/airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__PARALLELISM ?= 4
+export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL ?= 30
+export MLFLOW_DISABLE_TELEMETRY := true
+export GX_ANALYTICS_ENABLED := false
+
+DEMO_START ?= 2013-01-01
+DEMO_END ?= 2013-01-31
+
+.PHONY: install demo test up clean bench lint
+
+$(BIN)/.installed: requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+install: $(BIN)/.installed  ## create the virtualenv and install the pinned stack
+
+demo: install  ## replay a month of flights and run the data DAG through the real scheduler
+	$(BIN)/flightdeck demo --start $(DEMO_START) --end $(DEMO_END)
+
+test: install  ## run the whole test suite
+	$(BIN)/python -m pytest
+
+up: install  ## start the Airflow UI (standalone) and the MLflow UI; Ctrl-C stops both
+	$(BIN)/airflow db migrate >/dev/null
+	@mkdir -p $(FLIGHTDECK_HOME)/logs
+	@set -m; \
+	$(BIN)/airflow standalone > $(FLIGHTDECK_HOME)/logs/standalone.log 2>&1 & AF=$$!; \
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(FLIGHTDECK_HOME)/mlflow.db \
+	  --default-artifact-root $(FLIGHTDECK_HOME)/mlartifacts --host 127.0.0.1 --port 5000 \
+	  > $(FLIGHTDECK_HOME)/logs/mlflow.log 2>&1 & ML=$$!; \
+	trap 'kill -TERM -$$AF -$$ML 2>/dev/null; wait' INT TERM EXIT; \
+	for i in $$(seq 120); do test -f $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated && break; sleep 1; done; \
+	echo "Airflow UI: http://localhost:8080  login: $$(cat $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated 2>/dev/null)"; \
+	echo "MLflow UI:  http://127.0.0.1:5000"; \
+	echo "logs: $(FLIGHTDECK_HOME)/logs  (Ctrl-C stops both)"; \
+	wait $$AF
+
+bench: install  ## data-pipeline benchmark against the Parquet read floor
+	$(BIN)/python benchmarks/bench_data_pipeline.py
+
+lint: install
+	$(BIN)/ruff check include plugins dags tests benchmarks
+
+clean:  ## remove all local state (the virtualenv stays; `make clean-all` removes it too)
+	rm -rf $(FLIGHTDECK_HOME) .pytest_cache
+
+clean-all: clean
+	rm -rf $(VENV)

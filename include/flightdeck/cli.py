@@ -1,0 +1,141 @@
+"""The ``flightdeck`` command line: replay, bootstrap-suite, specs, catalog, quarantine, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date
+
+from flightdeck.settings import Settings
+from flightdeck.spec import SpecError, discover_specs, load_spec
+
+
+def _spec(settings: Settings, name: str):  # type: ignore[no-untyped-def]
+    return load_spec(settings.specs_dir / f"{name}.yaml")
+
+
+def cmd_specs(args: argparse.Namespace, settings: Settings) -> int:
+    for spec in discover_specs(settings.specs_dir):
+        print(f"{spec.name:<16} {spec.fingerprint():<18} {spec.title}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from flightdeck import replay
+    from flightdeck.storage import open_store
+
+    spec = _spec(settings, args.spec)
+    default_start, default_end = (spec.replay.start, spec.replay.end) if spec.replay else (None, None)
+    start_text = args.start or default_start
+    if start_text is None:
+        raise ValueError(f"spec {spec.name!r} has no replay section: pass --start")
+    start = date.fromisoformat(start_text)
+    end = date.fromisoformat(args.end or (args.start if args.start else default_end) or start_text)
+    landing = open_store(settings.landing_uri, settings.s3_endpoint_url)
+    done = replay.replay(spec, landing, start, end, pace_seconds=args.pace,
+                         on_delivery=lambda d: print(f"delivered {d.file_name} ({d.rows} rows)"))
+    print(f"{len(done)} files into {landing.uri(spec.name)}")
+    return 0
+
+
+def cmd_bootstrap_suite(args: argparse.Namespace, settings: Settings) -> int:
+    """Profile the training window of the replay source and write the reviewed suite files."""
+    import pandas as pd
+
+    from flightdeck import ingest, profile, replay, validate
+    from flightdeck.warehouse import now
+
+    spec = _spec(settings, args.spec)
+    frame = replay.load_replay_source(spec)
+    start, end = date.fromisoformat(args.start), date.fromisoformat(args.end)
+    window = frame[(frame["_local_date"] >= start) & (frame["_local_date"] <= end)]
+    assert spec.suite_dir is not None
+    spec.suite_dir.mkdir(parents=True, exist_ok=True)
+    for name, source in spec.sources.items():
+        rules = ingest.RowRules(batch_id="bootstrap", batch_date=None, received_at=now())
+        parsed = ingest.parse_rows(window[list(source.columns)], spec, source, rules, 1, "bootstrap")
+        accepted = parsed.accepted.drop(columns=["_batch_id", "_row_number"])
+        prof = profile.profile_frame(pd.DataFrame(accepted))
+        expectations = validate.bootstrap_expectations(spec, name, prof)
+        doc = validate.suite_document(spec, name, expectations)
+        doc["bootstrapped_from"] = {"start": args.start, "end": args.end, "rows": len(accepted)}
+        path = validate.suite_path(spec, name)
+        assert path is not None
+        path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        print(f"{path}: {len(expectations)} expectations from {len(accepted)} rows; review, then commit")
+    return 0
+
+
+def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
+    from flightdeck import warehouse
+
+    engine = warehouse.connect(settings.warehouse_url)
+    for b in warehouse.list_batches(engine, args.spec):
+        print(f"{b['batch_id'][:12]} {b['source']:<10} {b['file_name']:<28} {b['status']:<9} "
+              f"in={b['rows_in']} ok={b['rows_accepted']} q={b['rows_quarantined']}"
+              + (f"  {b['error'].splitlines()[0]}" if b["error"] else ""))
+    return 0
+
+
+def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
+    import sqlalchemy as sa
+
+    from flightdeck import warehouse
+
+    q = warehouse.quarantine
+    query = sa.select(q).where(q.c.spec_name == args.spec).order_by(q.c.batch_id, q.c.row_number).limit(args.limit)
+    with warehouse.connect(settings.warehouse_url).connect() as conn:
+        for r in conn.execute(query).mappings():
+            print(f"{r['batch_id'][:12]} row {r['row_number']:<6} {r['reason']:<16} {r['column_name']:<16} "
+                  f"value={r['value']!r} key={r['entity_key']}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from flightdeck.demo import run_demo
+
+    return run_demo(args.spec, date.fromisoformat(args.start), date.fromisoformat(args.end))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flightdeck", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("specs", help="list and validate the dataset specs").set_defaults(func=cmd_specs)
+    p = sub.add_parser("replay", help="cut a source into daily deliveries and drop them into the landing zone")
+    p.add_argument("spec")
+    p.add_argument("--start", help="first day, YYYY-MM-DD")
+    p.add_argument("--end", help="last day, YYYY-MM-DD (default: --start)")
+    p.add_argument("--pace", type=float, default=0.0, help="seconds to wait between days")
+    p.set_defaults(func=cmd_replay)
+    p = sub.add_parser("bootstrap-suite", help="write the reviewed GX suite from training-window statistics")
+    p.add_argument("spec")
+    p.add_argument("--start", required=True)
+    p.add_argument("--end", required=True)
+    p.set_defaults(func=cmd_bootstrap_suite)
+    p = sub.add_parser("catalog", help="list the batches of a spec")
+    p.add_argument("spec")
+    p.set_defaults(func=cmd_catalog)
+    p = sub.add_parser("quarantine", help="list quarantined rows with their reasons")
+    p.add_argument("spec")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_quarantine)
+    p = sub.add_parser("demo", help="replay deliveries and run the data DAG through the real scheduler")
+    p.add_argument("--spec", default="flights")
+    p.add_argument("--start", default="2013-01-01")
+    p.add_argument("--end", default="2013-01-31")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args, Settings.from_env()))
+    except (SpecError, ValueError) as exc:
+        print(f"flightdeck: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

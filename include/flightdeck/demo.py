@@ -1,0 +1,122 @@
+"""The demo: replay a month of flights and run the data DAG through the real scheduler.
+
+Starts ``airflow standalone`` (API server, scheduler, DAG processor, triggerer) as its
+own process group, triggers the data DAG, waits for the run, prints what landed where,
+and stops Airflow by process id. Only subprocesses: no Airflow import here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from flightdeck import replay, warehouse
+from flightdeck.settings import Settings
+from flightdeck.spec import load_spec
+from flightdeck.storage import open_store
+
+
+def airflow(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    exe = str(Path(sys.executable).with_name("airflow"))
+    return subprocess.run([exe, *args], check=check, capture_output=True, text=True)
+
+
+def start_standalone(log_path: Path) -> subprocess.Popen[bytes]:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    exe = str(Path(sys.executable).with_name("airflow"))
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([exe, "standalone"], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 30.0) -> None:
+    """Stop a process group: SIGTERM, then SIGKILL after ``grace`` seconds."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def wait_for(predicate: Any, what: str, timeout: float, interval: float = 3.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def run_demo(spec_name: str, start: date, end: date, timeout: float = 900.0) -> int:
+    settings = Settings.from_env()
+    spec = load_spec(settings.specs_dir / f"{spec_name}.yaml")
+    dag_id = f"{spec.name}_data"
+    print(f"FlightDeck demo: spec {spec.name} ({spec.fingerprint()}), home {settings.home}")
+    print("1/5 initialising the Airflow metadata DB and the warehouse")
+    airflow("db", "migrate")
+    warehouse.connect(settings.warehouse_url)
+    print(f"2/5 replaying deliveries {start}..{end} into {settings.landing_uri}/{spec.name}/")
+    delivered = replay.replay(spec, open_store(settings.landing_uri, settings.s3_endpoint_url), start, end)
+    print(f"    {len(delivered)} files, {sum(d.rows for d in delivered)} rows")
+    log_path = settings.home / "logs" / "standalone.log"
+    print(f"3/5 starting airflow standalone (log: {log_path})")
+    proc = start_standalone(log_path)
+    try:
+        wait_for(lambda: dag_id in airflow("dags", "list", "-o", "plain", check=False).stdout,
+                 f"the DAG processor to parse {dag_id}", 300)
+        airflow("dags", "unpause", dag_id)
+        trig = json.loads(airflow("dags", "trigger", dag_id, "-o", "json").stdout)
+        run_id = trig[0]["dag_run_id"]
+        print(f"4/5 triggered {dag_id} run {run_id}; the scheduler is running it")
+
+        def finished() -> str | None:
+            out = airflow("dags", "list-runs", dag_id, "-o", "json", check=False).stdout
+            runs = {r["run_id"]: r["state"] for r in json.loads(out or "[]")}
+            state = runs.get(run_id)
+            return state if state in ("success", "failed") else None
+
+        state = wait_for(finished, f"run {run_id}", timeout, interval=5)
+        print(f"    run {run_id}: {state}")
+    finally:
+        print("    stopping airflow standalone")
+        stop(proc)
+    print("5/5 what landed where")
+    summarise(settings, spec.name)
+    return 0 if state == "success" else 1
+
+
+def summarise(settings: Settings, spec_name: str) -> None:
+    engine = warehouse.connect(settings.warehouse_url)
+    c = warehouse.catalog
+    with engine.connect() as conn:
+        for row in conn.execute(sa.select(c.c.source, c.c.status, sa.func.count(), sa.func.sum(c.c.rows_in),
+                                          sa.func.sum(c.c.rows_accepted), sa.func.sum(c.c.rows_quarantined))
+                                .where(c.c.spec_name == spec_name).group_by(c.c.source, c.c.status)):
+            print(f"    catalog  {row[0]:<9} {row[1]:<9} batches={row[2]:<4} rows_in={row[3]} "
+                  f"accepted={row[4]} quarantined={row[5]}")
+        q = warehouse.quarantine
+        for reason, n in conn.execute(sa.select(q.c.reason, sa.func.count()).where(q.c.spec_name == spec_name)
+                                      .group_by(q.c.reason)):
+            print(f"    quarantine {reason}: {n}")
+        v = warehouse.dataset_versions
+        latest = conn.execute(sa.select(v).where(v.c.spec_name == spec_name)
+                              .order_by(v.c.created_at.desc())).mappings().first()
+    if latest:
+        print(f"    dataset version {latest['version_id']}: train={latest['train_rows']} "
+              f"validation={latest['validation_rows']} test={latest['test_rows']} (test = frozen holdout)")
+        print(f"    manifest {latest['manifest_uri']}")
+    print(f"    lake {settings.lake_uri}  warehouse {settings.warehouse_url}")
+    print("    UI: 'make up' then http://localhost:8080 (login in the output of make up)")
