@@ -34,8 +34,9 @@ def start_standalone(log_path: Path) -> subprocess.Popen[bytes]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     exe = str(Path(sys.executable).with_name("airflow"))
     with open(log_path, "ab") as log:
+        env = {**os.environ, "PATH": f"{Path(exe).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         return subprocess.Popen([exe, "standalone"], stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, env=env)
 
 
 def stop(proc: subprocess.Popen[bytes], grace: float = 30.0) -> None:
@@ -48,6 +49,14 @@ def stop(proc: subprocess.Popen[bytes], grace: float = 30.0) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def json_lines(output: str) -> list[dict[str, Any]]:
+    """The JSON list in a CLI's output; Airflow prints warnings on stdout too."""
+    for line in output.splitlines():
+        if line.startswith("["):
+            return list(json.loads(line))
+    return []
 
 
 def wait_for(predicate: Any, what: str, timeout: float, interval: float = 3.0) -> Any:
@@ -78,13 +87,13 @@ def run_demo(spec_name: str, start: date, end: date, timeout: float = 900.0) -> 
         wait_for(lambda: dag_id in airflow("dags", "list", "-o", "plain", check=False).stdout,
                  f"the DAG processor to parse {dag_id}", 300)
         airflow("dags", "unpause", dag_id)
-        trig = json.loads(airflow("dags", "trigger", dag_id, "-o", "json").stdout)
-        run_id = trig[0]["dag_run_id"]
+        run_id = f"demo__{time.strftime('%Y%m%dT%H%M%S')}"
+        airflow("dags", "trigger", dag_id, "--run-id", run_id)
         print(f"4/5 triggered {dag_id} run {run_id}; the scheduler is running it")
 
         def finished() -> str | None:
             out = airflow("dags", "list-runs", dag_id, "-o", "json", check=False).stdout
-            runs = {r["run_id"]: r["state"] for r in json.loads(out or "[]")}
+            runs = {r["run_id"]: r["state"] for r in json_lines(out)}
             state = runs.get(run_id)
             return state if state in ("success", "failed") else None
 
