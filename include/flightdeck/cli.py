@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args, Settings.from_env()))
-    except (SpecError, ValueError) as exc:
+    except (SpecError, ValueError, RuntimeError, TimeoutError) as exc:
         print(f"flightdeck: error: {exc}", file=sys.stderr)
         return 2
 

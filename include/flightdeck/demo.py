@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -59,6 +60,12 @@ def json_lines(output: str) -> list[dict[str, Any]]:
     return []
 
 
+def runs_of(dag_id: str) -> dict[str, str]:
+    """run_id -> state of a DAG's runs, from the Airflow CLI."""
+    out = airflow("dags", "list-runs", dag_id, "-o", "json", check=False).stdout
+    return {r["run_id"]: r["state"] for r in json_lines(out)}
+
+
 def wait_for(predicate: Any, what: str, timeout: float, interval: float = 3.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -80,6 +87,11 @@ def run_demo(spec_name: str, start: date, end: date, timeout: float = 900.0) -> 
     print(f"2/5 replaying deliveries {start}..{end} into {settings.landing_uri}/{spec.name}/")
     delivered = replay.replay(spec, open_store(settings.landing_uri, settings.s3_endpoint_url), start, end)
     print(f"    {len(delivered)} files, {sum(d.rows for d in delivered)} rows")
+    port = int(os.environ.get("AIRFLOW__API__PORT", "8080"))
+    with socket.socket() as sock:
+        if sock.connect_ex(("127.0.0.1", port)) == 0:
+            raise RuntimeError(f"port {port} is already in use (another Airflow still running?); "
+                               "stop it or set AIRFLOW__API__PORT")
     log_path = settings.home / "logs" / "standalone.log"
     print(f"3/5 starting airflow standalone (log: {log_path})")
     proc = start_standalone(log_path)
@@ -87,14 +99,19 @@ def run_demo(spec_name: str, start: date, end: date, timeout: float = 900.0) -> 
         wait_for(lambda: dag_id in airflow("dags", "list", "-o", "plain", check=False).stdout,
                  f"the DAG processor to parse {dag_id}", 300)
         airflow("dags", "unpause", dag_id)
-        run_id = f"demo__{time.strftime('%Y%m%dT%H%M%S')}"
-        airflow("dags", "trigger", dag_id, "--run-id", run_id)
-        print(f"4/5 triggered {dag_id} run {run_id}; the scheduler is running it")
+        # Unpausing lets the scheduler create the run of the latest interval; its sensor
+        # finds the landed files. Trigger one only if the scheduler has not.
+        try:
+            run_id = wait_for(lambda: next(iter(runs_of(dag_id)), None), "the scheduled run", 60)
+            how = "scheduled"
+        except TimeoutError:
+            run_id = f"demo__{time.strftime('%Y%m%dT%H%M%S')}"
+            airflow("dags", "trigger", dag_id, "--run-id", run_id)
+            how = "triggered"
+        print(f"4/5 {how} {dag_id} run {run_id}; the scheduler is running it")
 
         def finished() -> str | None:
-            out = airflow("dags", "list-runs", dag_id, "-o", "json", check=False).stdout
-            runs = {r["run_id"]: r["state"] for r in json_lines(out)}
-            state = runs.get(run_id)
+            state = runs_of(dag_id).get(run_id)
             return state if state in ("success", "failed") else None
 
         state = wait_for(finished, f"run {run_id}", timeout, interval=5)

@@ -126,8 +126,9 @@ def read_delivery(path: Path, source: SourceSpec, file_name: str, chunk_rows: in
     columns = _check_header(file_name, header, source)
     rows = 0
     try:
+        # no usecols: with it pandas silently drops surplus fields of a malformed row
         reader = pd.read_csv(path, sep=source.delimiter, encoding=source.encoding, dtype=str,
-                             keep_default_na=False, na_filter=False, usecols=columns,
+                             keep_default_na=False, na_filter=False,
                              chunksize=chunk_rows, on_bad_lines="error")
         for chunk in reader:
             rows += len(chunk)
@@ -267,7 +268,8 @@ def parse_rows(chunk: pd.DataFrame, spec: DatasetSpec, source: SourceSpec, rules
     key_cols = [k for k in spec.entity_key if k in source.columns]
     key_ok = pd.concat([typed[k].notna() for k in key_cols], axis=1).all(axis=1)
     key_frame = pd.DataFrame({k: _as_text(chunk[k]) for k in key_cols})
-    hashes = pd.util.hash_pandas_object(key_frame, index=False)
+    # compare typed values, so 475 and 0475 are the same flight
+    hashes = pd.util.hash_pandas_object(pd.DataFrame({k: typed[k] for k in key_cols}), index=False)
     dup = key_ok & (hashes.duplicated() | hashes.isin(rules.seen_keys))
     add(dup, "duplicate_key", ",".join(key_cols))
     rules.seen_keys.update(hashes[key_ok & ~dup].tolist())

@@ -133,6 +133,8 @@ class S3Store:
         return f"s3://{self.bucket}/{full}" if full else f"s3://{self.bucket}"
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"  # a prefix is a folder, as in LocalStore
         full = self._key(prefix)
         strip = len(self.prefix) + 1 if self.prefix else 0
         out = []

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from flightdeck import warehouse
 
 pytestmark = pytest.mark.postgres
@@ -30,13 +29,17 @@ FD_TABLES = {"fd_catalog", "fd_deliveries", "fd_quarantine", "fd_dataset_version
 def pg_base_url() -> str:
     url = os.environ.get("FLIGHTDECK_TEST_POSTGRES_URL")
     if not url:
-        reason = ("FLIGHTDECK_TEST_POSTGRES_URL is not set "
-                  "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+        reason = (
+            "FLIGHTDECK_TEST_POSTGRES_URL is not set "
+            "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)"
+        )
         if os.environ.get("CI"):
             pytest.fail(f"{reason}, and CI is set: PostgreSQL tests must run in CI")
         pytest.skip(reason)
     if not url.startswith("postgresql"):
-        pytest.fail(f"FLIGHTDECK_TEST_POSTGRES_URL must be a postgresql URL, got {url.split('://')[0]}://...")
+        pytest.fail(
+            f"FLIGHTDECK_TEST_POSTGRES_URL must be a postgresql URL, got {url.split('://')[0]}://..."
+        )
     return url
 
 
@@ -71,26 +74,53 @@ def spec_name() -> str:
 
 def _schema_tables(engine: sa.Engine) -> set[str]:
     with engine.connect() as conn:
-        return set(conn.execute(sa.text(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
-        )).scalars())
+        return set(
+            conn.execute(
+                sa.text(
+                    "SELECT table_name FROM information_schema.tables"
+                    " WHERE table_schema = current_schema()"
+                )
+            ).scalars()
+        )
 
 
 def _catalog_row(spec_name: str, batch_id: str, **overrides) -> dict:
-    row = {"spec_name": spec_name, "batch_id": batch_id, "source": "schedule",
-           "file_name": "flights_2013-05-01.csv", "source_uri": "/landing/flights/flights_2013-05-01.csv",
-           "raw_uri": "/lake/raw/x.csv", "bytes": 123, "batch_date": "2013-05-01", "spec_version": "v1",
-           "received_at": warehouse.now(), "dag_id": "flightdeck", "run_id": "run-1", "status": "received"}
+    row = {
+        "spec_name": spec_name,
+        "batch_id": batch_id,
+        "source": "schedule",
+        "file_name": "flights_2013-05-01.csv",
+        "source_uri": "/landing/flights/flights_2013-05-01.csv",
+        "raw_uri": "/lake/raw/x.csv",
+        "bytes": 123,
+        "batch_date": "2013-05-01",
+        "spec_version": "v1",
+        "received_at": warehouse.now(),
+        "dag_id": "flightdeck",
+        "run_id": "run-1",
+        "status": "received",
+    }
     row.update(overrides)
     return row
 
 
 def _quarantine_rows(spec_name: str, batch_id: str, n: int, run_id: str = "run-1") -> list[dict]:
     at = warehouse.now()
-    return [{"spec_name": spec_name, "batch_id": batch_id, "row_number": i, "reason": "out_of_range",
-             "column_name": "distance", "entity_key": f"k{i}", "value": str(i * 10_000),
-             "payload": '{"distance": "huge"}', "run_id": run_id, "quarantined_at": at}
-            for i in range(1, n + 1)]
+    return [
+        {
+            "spec_name": spec_name,
+            "batch_id": batch_id,
+            "row_number": i,
+            "reason": "out_of_range",
+            "column_name": "distance",
+            "entity_key": f"k{i}",
+            "value": str(i * 10_000),
+            "payload": '{"distance": "huge"}',
+            "run_id": run_id,
+            "quarantined_at": at,
+        }
+        for i in range(1, n + 1)
+    ]
 
 
 def _count(engine: sa.Engine, table: sa.Table, spec_name: str, **where) -> int:
@@ -114,7 +144,10 @@ def test_connect_creates_the_tables(pg_url: str, engine: sa.Engine):
     finally:
         again.dispose()
     cols = {c["name"]: c for c in sa.inspect(engine).get_columns("fd_catalog")}
-    assert isinstance(cols["received_at"]["type"], sa.DateTime) and cols["received_at"]["type"].timezone
+    assert (
+        isinstance(cols["received_at"]["type"], sa.DateTime)
+        and cols["received_at"]["type"].timezone
+    )
     pk = sa.inspect(engine).get_pk_constraint("fd_quarantine")["constrained_columns"]
     assert set(pk) == {"spec_name", "batch_id", "row_number", "reason", "column_name"}
 
@@ -122,18 +155,45 @@ def test_connect_creates_the_tables(pg_url: str, engine: sa.Engine):
 def test_upsert_batch_replaces_the_row(engine: sa.Engine, spec_name: str):
     warehouse.upsert_batch(engine, _catalog_row(spec_name, "a" * 64))
     warehouse.upsert_batch(engine, _catalog_row(spec_name, "b" * 64))
-    warehouse.upsert_batch(engine, _catalog_row(spec_name, "a" * 64, run_id="run-2", status="staged",
-                                                rows_in=10, rows_accepted=9, rows_quarantined=1))
+    warehouse.upsert_batch(
+        engine,
+        _catalog_row(
+            spec_name,
+            "a" * 64,
+            run_id="run-2",
+            status="staged",
+            rows_in=10,
+            rows_accepted=9,
+            rows_quarantined=1,
+        ),
+    )
     assert _count(engine, warehouse.catalog, spec_name) == 2
     assert _count(engine, warehouse.catalog, spec_name, batch_id="a" * 64) == 1
     row = warehouse.get_batch(engine, spec_name, "a" * 64)
-    assert (row["run_id"], row["status"], row["rows_in"], row["rows_quarantined"]) == ("run-2", "staged", 10, 1)
+    assert (row["run_id"], row["status"], row["rows_in"], row["rows_quarantined"]) == (
+        "run-2",
+        "staged",
+        10,
+        1,
+    )
     assert row["received_at"].tzinfo is not None
     # a re-run of the same upsert leaves one row with the same content
-    warehouse.upsert_batch(engine, _catalog_row(spec_name, "a" * 64, run_id="run-2", status="staged",
-                                                rows_in=10, rows_accepted=9, rows_quarantined=1))
+    warehouse.upsert_batch(
+        engine,
+        _catalog_row(
+            spec_name,
+            "a" * 64,
+            run_id="run-2",
+            status="staged",
+            rows_in=10,
+            rows_accepted=9,
+            rows_quarantined=1,
+        ),
+    )
     assert _count(engine, warehouse.catalog, spec_name) == 2
-    assert [b["batch_id"][0] for b in warehouse.list_batches(engine, spec_name, run_id="run-2")] == ["a"]
+    assert [
+        b["batch_id"][0] for b in warehouse.list_batches(engine, spec_name, run_id="run-2")
+    ] == ["a"]
 
     warehouse.update_batch(engine, spec_name, "b" * 64, status="rejected", error="unreadable")
     assert warehouse.get_batch(engine, spec_name, "b" * 64)["status"] == "rejected"
@@ -142,7 +202,12 @@ def test_upsert_batch_replaces_the_row(engine: sa.Engine, spec_name: str):
 
 def test_replace_quarantine_is_idempotent(engine: sa.Engine, spec_name: str):
     batch, other = "c" * 64, "d" * 64
-    assert warehouse.replace_quarantine(engine, spec_name, other, _quarantine_rows(spec_name, other, 2)) == 2
+    assert (
+        warehouse.replace_quarantine(
+            engine, spec_name, other, _quarantine_rows(spec_name, other, 2)
+        )
+        == 2
+    )
     rows = _quarantine_rows(spec_name, batch, 7)
     assert warehouse.replace_quarantine(engine, spec_name, batch, rows, chunk=3) == 7
     assert warehouse.replace_quarantine(engine, spec_name, batch, rows, chunk=3) == 7
@@ -162,41 +227,70 @@ def test_replace_quarantine_rolls_back_on_error(engine: sa.Engine, spec_name: st
     warehouse.replace_quarantine(engine, spec_name, batch, _quarantine_rows(spec_name, batch, 4))
     dup = _quarantine_rows(spec_name, batch, 2)
     with pytest.raises(sa.exc.IntegrityError):
-        warehouse.replace_quarantine(engine, spec_name, batch, dup + dup[:1])  # duplicate primary key
+        warehouse.replace_quarantine(
+            engine, spec_name, batch, dup + dup[:1]
+        )  # duplicate primary key
     assert _count(engine, warehouse.quarantine, spec_name, batch_id=batch) == 4
 
 
 def test_record_dataset_version_replaces(engine: sa.Engine, spec_name: str):
-    row = {"spec_name": spec_name, "version_id": "v" * 16, "run_id": "r1", "created_at": warehouse.now(),
-           "manifest_uri": "/lake/m.json", "train_rows": 10, "validation_rows": 2, "test_rows": 2,
-           "train_end": warehouse.now() - timedelta(days=2), "validation_end": warehouse.now(),
-           "test_end": warehouse.now()}
+    row = {
+        "spec_name": spec_name,
+        "version_id": "v" * 16,
+        "run_id": "r1",
+        "created_at": warehouse.now(),
+        "manifest_uri": "/lake/m.json",
+        "train_rows": 10,
+        "validation_rows": 2,
+        "test_rows": 2,
+        "train_end": warehouse.now() - timedelta(days=2),
+        "validation_end": warehouse.now(),
+        "test_end": warehouse.now(),
+    }
     warehouse.record_dataset_version(engine, row)
     warehouse.record_dataset_version(engine, {**row, "run_id": "r2"})
     assert _count(engine, warehouse.dataset_versions, spec_name) == 1
     with engine.connect() as conn:
-        assert conn.execute(sa.select(warehouse.dataset_versions.c.run_id).where(
-            warehouse.dataset_versions.c.spec_name == spec_name)).scalar_one() == "r2"
+        assert (
+            conn.execute(
+                sa.select(warehouse.dataset_versions.c.run_id).where(
+                    warehouse.dataset_versions.c.spec_name == spec_name
+                )
+            ).scalar_one()
+            == "r2"
+        )
 
 
 # ---------------------------------------------------------------- the runner chain
 def _run_chain(ctx):
     from flightdeck import runners
 
-    return {"ingest": runners.ingest_deliveries(ctx), "profile": runners.profile_batches(ctx),
-            "validate": runners.validate_batches(ctx), "curate": runners.curate_batches(ctx),
-            "split": runners.split_dataset(ctx)}
+    return {
+        "ingest": runners.ingest_deliveries(ctx),
+        "profile": runners.profile_batches(ctx),
+        "validate": runners.validate_batches(ctx),
+        "curate": runners.curate_batches(ctx),
+        "split": runners.split_dataset(ctx),
+    }
 
 
 def _snapshot(engine: sa.Engine, spec: str) -> dict:
     with engine.connect() as conn:
+
         def rows(table, *order):
-            return [dict(r) for r in conn.execute(
-                sa.select(table).where(table.c.spec_name == spec).order_by(*order)).mappings()]
-        return {"catalog": rows(warehouse.catalog, warehouse.catalog.c.batch_id),
-                "quarantine": rows(warehouse.quarantine, *warehouse.quarantine.primary_key.columns),
-                "versions": rows(warehouse.dataset_versions, warehouse.dataset_versions.c.version_id),
-                "deliveries": rows(warehouse.deliveries, warehouse.deliveries.c.id)}
+            return [
+                dict(r)
+                for r in conn.execute(
+                    sa.select(table).where(table.c.spec_name == spec).order_by(*order)
+                ).mappings()
+            ]
+
+        return {
+            "catalog": rows(warehouse.catalog, warehouse.catalog.c.batch_id),
+            "quarantine": rows(warehouse.quarantine, *warehouse.quarantine.primary_key.columns),
+            "versions": rows(warehouse.dataset_versions, warehouse.dataset_versions.c.version_id),
+            "deliveries": rows(warehouse.deliveries, warehouse.deliveries.c.id),
+        }
 
 
 def test_runner_chain_on_postgres(pg_url: str, flights_spec, tmp_path: Path):
@@ -208,17 +302,18 @@ def test_runner_chain_on_postgres(pg_url: str, flights_spec, tmp_path: Path):
     import io
 
     import pandas as pd
-
     from flightdeck import replay, runners
     from flightdeck.settings import Settings
     from flightdeck.storage import open_store
 
-    settings = Settings.from_env({
-        "FLIGHTDECK_HOME": str(tmp_path / "fd"),
-        "FLIGHTDECK_PSEUDONYMISATION_KEY": "test-key-not-secret",
-        "FLIGHTDECK_CHUNK_ROWS": "500",
-        "FLIGHTDECK_WAREHOUSE_URL": pg_url,
-    })
+    settings = Settings.from_env(
+        {
+            "FLIGHTDECK_HOME": str(tmp_path / "fd"),
+            "FLIGHTDECK_PSEUDONYMISATION_KEY": "test-key-not-secret",
+            "FLIGHTDECK_CHUNK_ROWS": "500",
+            "FLIGHTDECK_WAREHOUSE_URL": pg_url,
+        }
+    )
     engine = warehouse.connect(settings.warehouse_url)
     assert engine.dialect.name == "postgresql"
     name = flights_spec.name
@@ -248,12 +343,18 @@ def test_runner_chain_on_postgres(pg_url: str, flights_spec, tmp_path: Path):
     assert len(snap["catalog"]) == 4
     assert {r["status"] for r in snap["catalog"]} == {"curated"}
     assert {r["run_id"] for r in snap["catalog"]} == {"pg-run"}
-    assert all(r["validation_success"] is True and r["curated_at"] is not None for r in snap["catalog"])
+    assert all(
+        r["validation_success"] is True and r["curated_at"] is not None for r in snap["catalog"]
+    )
     for r in snap["catalog"]:
         assert r["rows_in"] == r["rows_accepted"] + r["rows_quarantined"]
-        in_quarantine = {q["row_number"] for q in snap["quarantine"] if q["batch_id"] == r["batch_id"]}
+        in_quarantine = {
+            q["row_number"] for q in snap["quarantine"] if q["batch_id"] == r["batch_id"]
+        }
         assert len(in_quarantine) == r["rows_quarantined"]
-        staged = pd.read_parquet(Path(settings.lake_uri) / runners.staged_key(name, r["source"], r["batch_id"]))
+        staged = pd.read_parquet(
+            Path(settings.lake_uri) / runners.staged_key(name, r["source"], r["batch_id"])
+        )
         assert len(staged) == r["rows_accepted"]
         assert not set(in_quarantine) & set(staged["_row_number"])
     assert sum(r["rows_quarantined"] for r in snap["catalog"]) == out["ingest"]["rows_quarantined"]
@@ -265,7 +366,10 @@ def test_runner_chain_on_postgres(pg_url: str, flights_spec, tmp_path: Path):
     version = snap["versions"][0]
     assert version["version_id"] == out["split"]["version_id"]
     assert (version["train_rows"], version["validation_rows"], version["test_rows"]) == (
-        out["split"]["train_rows"], out["split"]["validation_rows"], out["split"]["test_rows"])
+        out["split"]["train_rows"],
+        out["split"]["validation_rows"],
+        out["split"]["test_rows"],
+    )
     assert version["train_end"] <= version["validation_end"] <= version["test_end"]
     assert version["train_end"].tzinfo is not None
     assert not list((Path(settings.landing_uri) / name).glob("*.csv")), "landing files archived"
@@ -277,13 +381,16 @@ def test_runner_chain_on_postgres(pg_url: str, flights_spec, tmp_path: Path):
     snap2 = _snapshot(engine, name)
     assert len(snap2["catalog"]) == 4 and {r["status"] for r in snap2["catalog"]} == {"curated"}
     strip = ("quarantined_at",)
-    assert [{k: v for k, v in q.items() if k not in strip} for q in snap2["quarantine"]] == \
-        [{k: v for k, v in q.items() if k not in strip} for q in snap["quarantine"]]
+    assert [{k: v for k, v in q.items() if k not in strip} for q in snap2["quarantine"]] == [
+        {k: v for k, v in q.items() if k not in strip} for q in snap["quarantine"]
+    ]
     assert len(snap2["versions"]) == 1
 
     # the same files delivered again are recorded as duplicates, never ingested twice
     replay.replay(flights_spec, landing, date(2013, 5, 1), date(2013, 5, 1))
-    dup_ctx = runners.StageContext(flights_spec, settings, run_id="pg-run-2", workdir=tmp_path / "work")
+    dup_ctx = runners.StageContext(
+        flights_spec, settings, run_id="pg-run-2", workdir=tmp_path / "work"
+    )
     dup = runners.ingest_deliveries(dup_ctx)
     assert dup["claimed"] == 0 and dup["batches"] == 0
     assert sorted(dup["duplicates"]) == ["flights_2013-05-01.csv", "outcomes_2013-05-01.csv"]

@@ -14,7 +14,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-
 from flightdeck.storage import LocalStore, S3Store, open_store
 
 pytestmark = pytest.mark.s3
@@ -51,8 +50,11 @@ def test_put_bytes_read_exists_list(store, s3_client):
     assert [o.key for o in store.list()] == ["dir/one.txt", "dir/sub/two.txt", "other.txt"]
     # the keys really sit below the store's prefix in the bucket
     raw = s3_client.list_objects_v2(Bucket=store.bucket)["Contents"]
-    assert sorted(o["Key"] for o in raw) == ["some/prefix/dir/one.txt", "some/prefix/dir/sub/two.txt",
-                                             "some/prefix/other.txt"]
+    assert sorted(o["Key"] for o in raw) == [
+        "some/prefix/dir/one.txt",
+        "some/prefix/dir/sub/two.txt",
+        "some/prefix/other.txt",
+    ]
 
 
 def test_list_ignores_sibling_prefix(make_bucket, s3_endpoint, s3_client):
@@ -100,9 +102,6 @@ def test_list_paginates_past_one_page(store):
     assert keys == sorted(keys)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: S3Store.delete_prefix/list treat the prefix as a string prefix, LocalStore as a "
-    "folder: delete_prefix('batch') on S3 also deletes 'batch2/...'"))
 def test_delete_prefix_without_slash_matches_local_store(store, tmp_path: Path):
     local = LocalStore(tmp_path / "local")
     for st in (store, local):
@@ -131,19 +130,25 @@ def test_runner_chain_on_s3(s3_endpoint, s3_client, flights_spec, tmp_path: Path
 
     for bucket in ("landing", "lake"):
         s3_client.create_bucket(Bucket=bucket)
-    settings = Settings.from_env({
-        "FLIGHTDECK_HOME": str(tmp_path / "fd"),
-        "FLIGHTDECK_PSEUDONYMISATION_KEY": "test-key-not-secret",
-        "FLIGHTDECK_CHUNK_ROWS": "500",
-        "FLIGHTDECK_LANDING_URI": "s3://landing/zone",
-        "FLIGHTDECK_LAKE_URI": "s3://lake/data",
-        "FLIGHTDECK_S3_ENDPOINT_URL": s3_endpoint,
-    })
+    settings = Settings.from_env(
+        {
+            "FLIGHTDECK_HOME": str(tmp_path / "fd"),
+            "FLIGHTDECK_PSEUDONYMISATION_KEY": "test-key-not-secret",
+            "FLIGHTDECK_CHUNK_ROWS": "500",
+            "FLIGHTDECK_LANDING_URI": "s3://landing/zone",
+            "FLIGHTDECK_LAKE_URI": "s3://lake/data",
+            "FLIGHTDECK_S3_ENDPOINT_URL": s3_endpoint,
+        }
+    )
     landing = open_store(settings.landing_uri, s3_endpoint)
     assert isinstance(landing, S3Store)
     landed = replay.replay(flights_spec, landing, date(2013, 5, 1), date(2013, 5, 2))
     assert sorted(d.file_name for d in landed) == [
-        "flights_2013-05-01.csv", "flights_2013-05-02.csv", "outcomes_2013-05-01.csv", "outcomes_2013-05-02.csv"]
+        "flights_2013-05-01.csv",
+        "flights_2013-05-02.csv",
+        "outcomes_2013-05-01.csv",
+        "outcomes_2013-05-02.csv",
+    ]
 
     # one bad row: an origin outside the allowed set must be quarantined, not staged
     bad_key = "flights/flights_2013-05-01.csv"
@@ -170,15 +175,21 @@ def test_runner_chain_on_s3(s3_endpoint, s3_client, flights_spec, tmp_path: Path
     assert published["train_rows"] > published["validation_rows"] > 0 and published["test_rows"] > 0
 
     # the lake bucket holds every stage's output, below the lake prefix
-    lake_keys = [o["Key"] for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket="lake")
-                 for o in page.get("Contents", [])]
+    lake_keys = [
+        o["Key"]
+        for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket="lake")
+        for o in page.get("Contents", [])
+    ]
     assert all(k.startswith("data/") for k in lake_keys)
-    by_area = {area: [k for k in lake_keys if k.startswith(f"data/{area}/flights/")]
-               for area in ("raw", "staged", "curated", "datasets", "reports")}
+    by_area = {
+        area: [k for k in lake_keys if k.startswith(f"data/{area}/flights/")]
+        for area in ("raw", "staged", "curated", "datasets", "reports")
+    }
     assert len([k for k in by_area["raw"] if k.endswith(".csv")]) == 4
     assert len([k for k in by_area["staged"] if k.endswith("/data.parquet")]) == 4
-    assert sorted(by_area["curated"]) == [f"data/curated/flights/batch_date=2013-05-0{d}/data.parquet"
-                                          for d in (1, 2)]
+    assert sorted(by_area["curated"]) == [
+        f"data/curated/flights/batch_date=2013-05-0{d}/data.parquet" for d in (1, 2)
+    ]
     version = published["version_id"]
     for name in ("train.parquet", "validation.parquet", "test.parquet", "manifest.json"):
         assert f"data/datasets/flights/{version}/{name}" in by_area["datasets"]
@@ -205,14 +216,17 @@ def test_runner_chain_on_s3(s3_endpoint, s3_client, flights_spec, tmp_path: Path
         raw_key = b["raw_uri"].removeprefix("s3://lake/data/")
         archived = f"flights/_archive/{b['batch_id'][:12]}-{b['file_name']}"
         assert lake.read_bytes(raw_key) == landing.read_bytes(archived)
-        staged = pd.read_parquet(io.BytesIO(lake.read_bytes(
-            runners.staged_key("flights", b["source"], b["batch_id"]))))
+        staged = pd.read_parquet(
+            io.BytesIO(lake.read_bytes(runners.staged_key("flights", b["source"], b["batch_id"])))
+        )
         assert len(staged) == b["rows_accepted"]
         with engine.connect() as conn:
             quarantined_rows = conn.execute(
                 sa.select(sa.func.count(sa.distinct(warehouse.quarantine.c.row_number))).where(
                     warehouse.quarantine.c.spec_name == "flights",
-                    warehouse.quarantine.c.batch_id == b["batch_id"])).scalar_one()
+                    warehouse.quarantine.c.batch_id == b["batch_id"],
+                )
+            ).scalar_one()
         assert quarantined_rows == b["rows_quarantined"]
     bad = next(b for b in batches if b["file_name"] == "flights_2013-05-01.csv")
     reasons = warehouse.quarantine_counts(engine, "flights", bad["batch_id"])
@@ -232,7 +246,9 @@ async def _first_event(trigger):
 def _run_trigger(**kwargs):
     from flightdeck_airflow.triggers import LandingFilesTrigger
 
-    trigger = LandingFilesTrigger(spec_name="flights", patterns=["flights_*.csv", "outcomes_*.csv"], **kwargs)
+    trigger = LandingFilesTrigger(
+        spec_name="flights", patterns=["flights_*.csv", "outcomes_*.csv"], **kwargs
+    )
     return asyncio.run(_first_event(trigger)).payload
 
 
@@ -243,8 +259,9 @@ def s3_landing(make_bucket, s3_endpoint) -> S3Store:
 
 def test_trigger_finds_file_on_s3(s3_landing, s3_endpoint):
     s3_landing.put_bytes(b"year\n2013\n", "flights/flights_2013-05-01.csv")
-    event = _run_trigger(landing_uri=s3_landing.uri(), s3_endpoint_url=s3_endpoint,
-                         poll_interval=0.2, timeout=30)
+    event = _run_trigger(
+        landing_uri=s3_landing.uri(), s3_endpoint_url=s3_endpoint, poll_interval=0.2, timeout=30
+    )
     assert event == {"status": "found", "files": ["flights/flights_2013-05-01.csv"]}
 
 
@@ -254,8 +271,9 @@ def test_trigger_times_out_on_s3_when_nothing_waits(s3_landing, s3_endpoint):
     s3_landing.put_bytes(b"x", "flights/.flights_2013-05-02.csv")
     s3_landing.put_bytes(b"x", "flights/readme.txt")
     s3_landing.put_bytes(b"x", "other/flights_2013-05-03.csv")
-    event = _run_trigger(landing_uri=s3_landing.uri(), s3_endpoint_url=s3_endpoint,
-                         poll_interval=0.2, timeout=1)
+    event = _run_trigger(
+        landing_uri=s3_landing.uri(), s3_endpoint_url=s3_endpoint, poll_interval=0.2, timeout=1
+    )
     assert event == {"status": "timeout"}
 
 
@@ -276,8 +294,14 @@ def test_trigger_times_out_on_empty_local_folder(tmp_path: Path):
 def test_trigger_serialize_round_trip(s3_endpoint):
     from flightdeck_airflow.triggers import LandingFilesTrigger
 
-    trigger = LandingFilesTrigger("s3://landing/zone", "flights", ["flights_*.csv"], poll_interval=5,
-                                  timeout=60, s3_endpoint_url=s3_endpoint)
+    trigger = LandingFilesTrigger(
+        "s3://landing/zone",
+        "flights",
+        ["flights_*.csv"],
+        poll_interval=5,
+        timeout=60,
+        s3_endpoint_url=s3_endpoint,
+    )
     path, kwargs = trigger.serialize()
     assert path == "flightdeck_airflow.triggers.LandingFilesTrigger"
     clone = LandingFilesTrigger(**kwargs)

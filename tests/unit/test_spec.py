@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from flightdeck.spec import DatasetSpec, SpecError, load_spec
 
 REAL_SPEC = Path(__file__).resolve().parents[2] / "include" / "specs" / "flights.yaml"
@@ -33,7 +32,15 @@ def test_real_flights_spec_loads_with_its_declarations(flights_spec):
     assert spec.name == "flights" and spec.path == REAL_SPEC
     assert spec.features_source_name == "schedule" and spec.labels_source_name == "outcomes"
     assert spec.event_time == "time_hour" and spec.timezone == "America/New_York"
-    assert spec.entity_key == ("year", "month", "day", "carrier", "flight", "origin", "sched_dep_time")
+    assert spec.entity_key == (
+        "year",
+        "month",
+        "day",
+        "carrier",
+        "flight",
+        "origin",
+        "sched_dep_time",
+    )
     assert spec.features_source.columns["tailnum"].pii == "pseudonymise"
     assert spec.features_source.columns["origin"].allowed == ("EWR", "JFK", "LGA")
     assert (spec.split.train, spec.split.validation, spec.split.test) == (0.8, 0.1, 0.1)
@@ -63,6 +70,7 @@ def _set(path: str, value: Any):
         for p in parents:
             node = node[p]
         node[last] = value
+
     return mutate
 
 
@@ -72,38 +80,77 @@ def _append(path: str, value: Any):
         for p in path.split("."):
             node = node[p]
         node.append(value)
+
     return mutate
 
 
 MALFORMED = [
-    pytest.param(_set("sources.schedule.columns.year.type", "integer"),
-                 ["sources.schedule.columns.year.type", "'int'"], id="bad-column-type"),
-    pytest.param(_set("split", {"train": 0.7, "validation": 0.1, "test": 0.1}),
-                 ["split:", "must be 1", "0.9"], id="split-does-not-sum-to-1"),
-    pytest.param(_set("split", {"train": 1.2, "validation": 0.1, "test": 0.1}),
-                 ["split.train"], id="split-ratio-above-1"),
-    pytest.param(_append("leakage_columns", "distance"),
-                 ["features include target or leakage columns ['distance']"], id="feature-in-leakage-columns"),
-    pytest.param(_append("features", "dep_delay"),
-                 ["features names unknown columns ['dep_delay']"], id="outcome-column-as-feature"),
-    pytest.param(_append("entity_key", "gate"),
-                 ["entity_key column 'gate' is not a column of the features source"], id="unknown-entity-key"),
-    pytest.param(_set("sources.schedule.columns.dest.on_unseen", "quarantine"),
-                 ["sources.schedule.columns.dest", "needs an 'allowed' list"], id="on-unseen-without-allowed"),
-    pytest.param(_set("sources.schedule.columns.carrier.min", 1),
-                 ["sources.schedule.columns.carrier", "min/max only apply to int or float"],
-                 id="range-on-category"),
-    pytest.param(_set("timezone", "Mars/Olympus_Mons"), ["timezone", "unknown time zone"], id="unknown-timezone"),
-    pytest.param(_set("label_delay", "1 day"), ["label_delay", "ISO-8601 duration"], id="bad-duration"),
-    pytest.param(_set("colour", "blue"), ["colour", "Extra inputs are not permitted"], id="unknown-top-level-key"),
-    pytest.param(_set("sources.schedule.pattern", "flights_*_*.csv"),
-                 ["sources.schedule.pattern", "exactly one '*'"], id="pattern-with-two-stars"),
+    pytest.param(
+        _set("sources.schedule.columns.year.type", "integer"),
+        ["sources.schedule.columns.year.type", "'int'"],
+        id="bad-column-type",
+    ),
+    pytest.param(
+        _set("split", {"train": 0.7, "validation": 0.1, "test": 0.1}),
+        ["split:", "must be 1", "0.9"],
+        id="split-does-not-sum-to-1",
+    ),
+    pytest.param(
+        _set("split", {"train": 1.2, "validation": 0.1, "test": 0.1}),
+        ["split.train"],
+        id="split-ratio-above-1",
+    ),
+    pytest.param(
+        _append("leakage_columns", "distance"),
+        ["features include target or leakage columns ['distance']"],
+        id="feature-in-leakage-columns",
+    ),
+    pytest.param(
+        _append("features", "dep_delay"),
+        ["features names unknown columns ['dep_delay']"],
+        id="outcome-column-as-feature",
+    ),
+    pytest.param(
+        _append("entity_key", "gate"),
+        ["entity_key column 'gate' is not a column of the features source"],
+        id="unknown-entity-key",
+    ),
+    pytest.param(
+        _set("sources.schedule.columns.dest.on_unseen", "quarantine"),
+        ["sources.schedule.columns.dest", "needs an 'allowed' list"],
+        id="on-unseen-without-allowed",
+    ),
+    pytest.param(
+        _set("sources.schedule.columns.carrier.min", 1),
+        ["sources.schedule.columns.carrier", "min/max only apply to int or float"],
+        id="range-on-category",
+    ),
+    pytest.param(
+        _set("timezone", "Mars/Olympus_Mons"),
+        ["timezone", "unknown time zone"],
+        id="unknown-timezone",
+    ),
+    pytest.param(
+        _set("label_delay", "1 day"), ["label_delay", "ISO-8601 duration"], id="bad-duration"
+    ),
+    pytest.param(
+        _set("colour", "blue"),
+        ["colour", "Extra inputs are not permitted"],
+        id="unknown-top-level-key",
+    ),
+    pytest.param(
+        _set("sources.schedule.pattern", "flights_*_*.csv"),
+        ["sources.schedule.pattern", "exactly one '*'"],
+        id="pattern-with-two-stars",
+    ),
     pytest.param(_set("target.op", "between"), ["target.op"], id="bad-target-op"),
 ]
 
 
 @pytest.mark.parametrize(("mutate", "expected"), MALFORMED)
-def test_malformed_spec_raises_spec_error_naming_file_and_field(raw_spec, tmp_path, mutate, expected):
+def test_malformed_spec_raises_spec_error_naming_file_and_field(
+    raw_spec, tmp_path, mutate, expected
+):
     """Each broken field is reported with the file name and the field (dotted path or name)."""
     raw = copy.deepcopy(raw_spec)
     mutate(raw)
@@ -140,12 +187,17 @@ def test_name_must_equal_file_stem(raw_spec, tmp_path):
         load_spec(_write(tmp_path, raw_spec, name="planes"))
 
 
-@pytest.mark.parametrize(("text", "kind"), [("- flights\n- planes\n", "list"), ("just a string\n", "str"),
-                                            ("", "NoneType")], ids=["list", "scalar", "empty"])
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [("- flights\n- planes\n", "list"), ("just a string\n", "str"), ("", "NoneType")],
+    ids=["list", "scalar", "empty"],
+)
 def test_spec_that_is_not_a_mapping_is_rejected(tmp_path, text, kind):
     path = tmp_path / "flights.yaml"
     path.write_text(text)
-    with pytest.raises(SpecError, match=rf"^flights\.yaml: expected a mapping at the top level, got {kind}$"):
+    with pytest.raises(
+        SpecError, match=rf"^flights\.yaml: expected a mapping at the top level, got {kind}$"
+    ):
         load_spec(path)
 
 
