@@ -21,10 +21,9 @@ from pathlib import Path
 
 def build_input(copies: int, dest: Path) -> int:
     import pandas as pd
-
     from flightdeck import replay
-    from flightdeck.spec import load_spec
     from flightdeck.settings import Settings
+    from flightdeck.spec import load_spec
 
     spec = load_spec(Settings.from_env().specs_dir / "flights.yaml")
     frame = replay.load_replay_source(spec)[list(spec.features_source.columns)]

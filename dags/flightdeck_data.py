@@ -12,7 +12,6 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import DAG, Asset
-
 from flightdeck.settings import Settings
 from flightdeck.spec import discover_specs
 from flightdeck_airflow.operators import (

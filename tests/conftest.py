@@ -30,7 +30,6 @@ os.environ.update({
 sys.path[:0] = [str(REPO / "plugins"), str(REPO / "include")]
 
 import pytest  # noqa: E402
-
 from flightdeck.settings import Settings  # noqa: E402
 from flightdeck.spec import DatasetSpec, load_spec  # noqa: E402
 

@@ -133,7 +133,7 @@ def read_delivery(path: Path, source: SourceSpec, file_name: str, chunk_rows: in
         for chunk in reader:
             rows += len(chunk)
             yield chunk[columns]
-    except UnicodeDecodeError as exc:
+    except UnicodeDecodeError:
         raise DeliveryError(file_name, f"cannot decode as {source.encoding} near data row {rows + 1}: "
                                        "wrong encoding?") from None
     except pd.errors.ParserError as exc:

@@ -6,7 +6,6 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-
 from flightdeck import replay, warehouse
 from flightdeck.settings import Settings
 from flightdeck.storage import open_store
@@ -43,7 +42,6 @@ def test_stage_operators_run_the_chain_and_return_small_manifests(env_home, flig
 
 def test_rejected_delivery_fails_the_task_without_retry(env_home):
     from airflow.sdk.exceptions import AirflowFailException
-
     from flightdeck_airflow.operators import IngestDeliveriesOperator
 
     landing = Path(env_home.landing_uri) / "flights"
@@ -57,7 +55,6 @@ def test_rejected_delivery_fails_the_task_without_retry(env_home):
 
 def test_landing_sensor_returns_waiting_files_or_defers(env_home, flights_spec):
     from airflow.sdk.exceptions import TaskDeferred
-
     from flightdeck_airflow.sensors import LandingZoneSensor
     from flightdeck_airflow.triggers import LandingFilesTrigger
 
@@ -74,7 +71,6 @@ def test_landing_sensor_returns_waiting_files_or_defers(env_home, flights_spec):
 
 def test_sensor_skips_when_the_trigger_times_out(env_home):
     from airflow.sdk.exceptions import AirflowSkipException
-
     from flightdeck_airflow.sensors import LandingZoneSensor
 
     sensor = LandingZoneSensor(task_id="wait", spec_name="flights")
