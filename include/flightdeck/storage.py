@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -61,31 +62,25 @@ class LocalStore:
         shutil.copyfile(self.root / key, dest)
         return dest
 
-    def put_file(self, src: Path, key: str) -> str:
+    def _write_atomic(self, key: str, write: Callable[[str], None]) -> str:
+        """Write through a temporary file in the target folder, then rename into place."""
         dest = self.root / key
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
         os.close(fd)
         try:
-            shutil.copyfile(src, tmp)
+            write(tmp)
             os.replace(tmp, dest)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         return self.uri(key)
 
+    def put_file(self, src: Path, key: str) -> str:
+        return self._write_atomic(key, lambda tmp: shutil.copyfile(src, tmp))
+
     def put_bytes(self, data: bytes, key: str) -> str:
-        dest = self.root / key
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, dest)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return self.uri(key)
+        return self._write_atomic(key, lambda tmp: Path(tmp).write_bytes(data))
 
     def move(self, src_key: str, dst_key: str) -> None:
         dest = self.root / dst_key
