@@ -315,6 +315,8 @@ def _format_errors(path: Path, exc: ValidationError) -> str:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden" and " " in str(err["loc"][-1]):
+            msg += " (an unquoted comma inside {...} splits a value: quote it)"
         lines.append(f"{path.name}: {loc}: {msg}")
     return "\n".join(lines)
 
