@@ -181,7 +181,17 @@ class RowRules:
     batch_id: str
     batch_date: date | None
     received_at: datetime
-    seen_keys: set[int] = field(default_factory=set)
+    seen_keys: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
+
+    def seen(self, hashes: np.ndarray) -> np.ndarray:
+        """Which key hashes were accepted in earlier chunks (sorted-array lookup, vectorised)."""
+        if self.seen_keys.size == 0:
+            return np.zeros(hashes.size, dtype=bool)
+        pos = np.minimum(np.searchsorted(self.seen_keys, hashes), self.seen_keys.size - 1)
+        return self.seen_keys[pos] == hashes
+
+    def remember(self, hashes: np.ndarray) -> None:
+        self.seen_keys = np.union1d(self.seen_keys, hashes.astype(np.uint64))
 
 
 def _as_text(raw: pd.Series) -> pd.Series:
@@ -190,10 +200,22 @@ def _as_text(raw: pd.Series) -> pd.Series:
     return raw.astype("object").where(raw.notna(), None).map(lambda v: None if v is None else str(v))
 
 
+def _is_text(raw: pd.Series) -> bool:
+    return raw.dtype == object or pd.api.types.is_string_dtype(raw)
+
+
 def parse_column(raw: pd.Series, col: ColumnSpec, na_values: tuple[str, ...]) -> tuple[pd.Series, dict[str, pd.Series]]:
-    """Type one column; return the typed values and boolean masks of broken rules."""
-    text = _as_text(raw)
-    missing = text.isna() | text.isin(na_values)
+    """Type one column; return the typed values and boolean masks of broken rules.
+
+    Text input (CSV) is parsed; typed input (Parquet) is checked without a detour
+    through text, so no value is converted one by one.
+    """
+    if _is_text(raw):
+        text = raw.astype("object")
+        missing = text.isna() | text.isin(na_values)
+    else:
+        text = raw  # only used where it is text
+        missing = raw.isna()
     present = ~missing
     masks: dict[str, pd.Series] = {}
     if col.type in ("int", "float"):
@@ -226,13 +248,14 @@ def parse_column(raw: pd.Series, col: ColumnSpec, na_values: tuple[str, ...]) ->
         masks["unparseable"] = present & typed.isna()
         typed = typed.astype("datetime64[us, UTC]")
     elif col.type == "bool":
-        lowered = text.where(present, "").astype(str).str.strip().str.lower()
+        lowered = _as_text(raw).where(present, "").astype(str).str.strip().str.lower()
         is_true, is_false = lowered.isin(TRUE_LITERALS), lowered.isin(FALSE_LITERALS)
         masks["unparseable"] = present & ~is_true & ~is_false
         typed = pd.Series(pd.NA, index=raw.index, dtype="boolean")
         typed[is_true] = True
         typed[is_false] = False
     else:  # category, string
+        text = _as_text(raw)
         typed = text.where(present, None)
         if col.allowed is not None:
             unseen = present & ~text.isin(col.allowed)
@@ -253,7 +276,7 @@ def parse_rows(chunk: pd.DataFrame, spec: DatasetSpec, source: SourceSpec, rules
     def add(mask: pd.Series, reason: str, column: str) -> None:
         if mask.any():
             idx = np.flatnonzero(mask.to_numpy(dtype=bool))
-            values = _as_text(chunk[column]).iloc[idx] if column in chunk else pd.Series([None] * len(idx))
+            values = _as_text(chunk[column].iloc[idx]) if column in chunk else pd.Series([None] * len(idx))
             issue_frames.append(pd.DataFrame({"row_idx": idx, "reason": reason, "column_name": column,
                                               "value": values.to_numpy()}))
 
@@ -267,12 +290,11 @@ def parse_rows(chunk: pd.DataFrame, spec: DatasetSpec, source: SourceSpec, rules
 
     key_cols = [k for k in spec.entity_key if k in source.columns]
     key_ok = pd.concat([typed[k].notna() for k in key_cols], axis=1).all(axis=1)
-    key_frame = pd.DataFrame({k: _as_text(chunk[k]) for k in key_cols})
     # compare typed values, so 475 and 0475 are the same flight
     hashes = pd.util.hash_pandas_object(pd.DataFrame({k: typed[k] for k in key_cols}), index=False)
-    dup = key_ok & (hashes.duplicated() | hashes.isin(rules.seen_keys))
+    dup = key_ok & (hashes.duplicated() | pd.Series(rules.seen(hashes.to_numpy()), index=hashes.index))
     add(dup, "duplicate_key", ",".join(key_cols))
-    rules.seen_keys.update(hashes[key_ok & ~dup].tolist())
+    rules.remember(hashes[key_ok & ~dup].to_numpy())
 
     if spec.event_time in typed:
         ts = typed[spec.event_time]
@@ -305,7 +327,7 @@ def parse_rows(chunk: pd.DataFrame, spec: DatasetSpec, source: SourceSpec, rules
             raw_bad[name] = pseudonymise(raw_bad[name].where(~raw_bad[name].isin(source.na_values)), pii_key)
         elif col.pii == "drop":
             raw_bad = raw_bad.drop(columns=name)
-    bad_keys = key_frame[bad].fillna("").astype(str)
+    bad_keys = pd.DataFrame({k: _as_text(chunk[k][bad]) for k in key_cols}).fillna("").astype(str)
     entity_keys = (bad_keys.agg("|".join, axis=1).to_numpy() if key_cols and bad.any()
                    else np.array([None] * int(bad.sum()), dtype=object))
     quarantined = pd.DataFrame({
