@@ -188,6 +188,55 @@ class QualitySpec(_Frozen):
     _lead = field_validator("max_event_lead")(lambda v: (parse_duration(v), v)[1])
 
 
+class JoinSpec(_Frozen):
+    """Reference data joined onto the features, e.g. weather at the origin for the scheduled hour."""
+
+    name: str
+    package: str
+    file: str
+    keys: tuple[str, ...] = Field(description="join keys, columns of both sides ('on' is a YAML boolean)")
+    columns: dict[str, str] = Field(description="reference column -> feature name")
+    pseudonymise: tuple[str, ...] = Field(default=(), description="join keys hashed like the deliveries' PII")
+
+    _name = field_validator("name")(lambda v: check_identifier(v, "join name"))
+
+    @field_validator("columns")
+    @classmethod
+    def _feature_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for target in value.values():
+            check_identifier(target, "joined column")
+        return value
+
+
+class HistorySpec(_Frozen):
+    """A leakage-safe historical rate of the target per group, from outcomes known before the event."""
+
+    name: str
+    by: tuple[str, ...]
+    smoothing: Annotated[float, Field(ge=0)] = 50.0
+
+    _name = field_validator("name")(lambda v: check_identifier(v, "history feature"))
+
+
+class TrainingSpec(_Frozen):
+    """How candidate models are built, compared, tuned and chosen."""
+
+    metric: Literal["roc_auc", "log_loss"] = "roc_auc"
+    candidates: tuple[Literal["dummy", "logistic", "random_forest", "lightgbm"], ...] = (
+        "dummy", "logistic", "random_forest", "lightgbm")
+    cv_folds: Annotated[int, Field(ge=2, le=10)] = 3
+    tune_top: Annotated[int, Field(ge=0, le=3)] = 2
+    tuning_budget: Annotated[int, Field(ge=1, le=50)] = 6
+    seed: int = 42
+    threads: Annotated[int, Field(ge=1, le=64)] = 2
+    threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    slices: tuple[str, ...] = ()
+    transforms: dict[str, Literal["log1p", "clip_p99"]] = {}
+    history: tuple[HistorySpec, ...] = ()
+    joins: tuple[JoinSpec, ...] = ()
+    min_train_rows: Annotated[int, Field(ge=1)] = 200
+
+
 class ReplaySpec(_Frozen):
     """Where the replay command reads the full source and how it cuts it into deliveries."""
 
@@ -218,6 +267,7 @@ class DatasetSpec(_Frozen):
     split: SplitSpec = SplitSpec()
     quality: QualitySpec = QualitySpec()
     replay: ReplaySpec | None = None
+    training: TrainingSpec = TrainingSpec()
     path: Path | None = Field(default=None, exclude=True)
 
     _name = field_validator("name")(lambda v: check_identifier(v, "spec name"))
@@ -265,7 +315,23 @@ class DatasetSpec(_Frozen):
             if d.column not in feats:
                 raise ValueError(f"wrangle.derive {d.name!r} reads unknown column {d.column!r}")
         known = set(feats) | derived
-        for section, names in (("features", self.features), ("wrangle.fill", self.wrangle.fill),
+        joined = {c for j in self.training.joins for c in j.columns.values()}
+        history = {h.name for h in self.training.history}
+        for h in self.training.history:
+            unknown = [c for c in h.by if c not in known]
+            if unknown:
+                raise ValueError(f"training.history {h.name!r} groups by unknown columns {unknown}")
+        for j in self.training.joins:
+            unknown = [c for c in j.keys if c not in known]
+            if unknown:
+                raise ValueError(f"training.joins {j.name!r} joins on unknown columns {unknown}")
+        unknown_slices = [c for c in self.training.slices if c not in known]
+        if unknown_slices:
+            raise ValueError(f"training.slices names unknown columns {unknown_slices}")
+        unknown_features = [n for n in self.features if n not in known | joined | history]
+        if unknown_features:
+            raise ValueError(f"features names unknown columns {unknown_features}")
+        for section, names in (("wrangle.fill", self.wrangle.fill),
                                ("wrangle.cap", self.wrangle.cap), ("wrangle.drop", self.wrangle.drop)):
             unknown = [n for n in names if n not in known]
             if unknown:
@@ -281,6 +347,21 @@ class DatasetSpec(_Frozen):
             if col.pii is not None and name in self.entity_key:
                 raise ValueError(f"PII column {name!r} cannot be part of the entity key")
         return self
+
+    @property
+    def registered_model_name(self) -> str:
+        """The spec's registered model in MLflow."""
+        return f"flightdeck-{self.name}"
+
+    def column_type(self, name: str) -> str | None:
+        """Declared type of a delivered or derived column (``None`` for joined/history ones)."""
+        for source in self.sources.values():
+            if name in source.columns:
+                return source.columns[name].type
+        derived = {d.name: d.op for d in self.wrangle.derive}
+        if name in derived:
+            return "category" if derived[name] == "local_date" else "int"
+        return None
 
     @property
     def features_source_name(self) -> str:

@@ -1,0 +1,255 @@
+"""Training runners: train and track a model in MLflow, then register it as the challenger.
+
+``train_model`` logs one parent MLflow run per training DAG run with a nested run per
+candidate, dataset inputs, evaluation artifacts and the chosen model (a pyfunc that
+returns probabilities, the whole Pipeline inside). ``register_model`` registers that
+exact run's model and moves only the ``challenger`` alias; ``champion`` is the gates' job.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from flightdeck import __version__, evaluate, features, train
+from flightdeck.runners import StageContext, _read_parquet
+from flightdeck.settings import REPO_ROOT
+
+CHALLENGER, CHAMPION = "challenger", "champion"
+
+
+class NoDatasetError(LookupError):
+    """No dataset version has been published for the spec yet."""
+
+
+def code_version() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10)
+        commit = out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    return f"{__version__}+{commit[:12]}"
+
+
+def current_dataset(ctx: StageContext) -> dict[str, Any]:
+    key = f"datasets/{ctx.name}/current.json"
+    if not ctx.lake.exists(key):
+        raise NoDatasetError(f"no dataset version for spec {ctx.name!r} yet: run the {ctx.name}_data DAG first")
+    pointer = json.loads(ctx.lake.read_bytes(key))
+    manifest_key = f"datasets/{ctx.name}/{pointer['version_id']}/manifest.json"
+    return dict(json.loads(ctx.lake.read_bytes(manifest_key)))
+
+
+def load_splits(ctx: StageContext, manifest: dict[str, Any], window: tuple[str | None, str | None]) -> dict[str, pd.DataFrame]:
+    """The dataset version's splits, optionally cut to a training window (event time, inclusive dates)."""
+    prefix = f"datasets/{ctx.name}/{manifest['version_id']}"
+    splits = {n: _read_parquet(ctx.lake, f"{prefix}/{n}.parquet", ctx.workdir) for n in ("train", "validation", "test")}
+    start, end = window
+    if start or end:
+        ts = ctx.spec.event_time
+        lo = pd.Timestamp(start, tz="UTC") if start else None
+        hi = pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1) if end else None
+        for n, frame in splits.items():
+            mask = pd.Series(True, index=frame.index)
+            if lo is not None:
+                mask &= frame[ts] >= lo
+            if hi is not None:
+                mask &= frame[ts] < hi
+            splits[n] = frame[mask]
+    return splits
+
+
+
+def pyfunc_model(pipeline: Any, layout: features.FeatureLayout) -> Any:
+    """Wrap a fitted pipeline as an MLflow pyfunc that returns the positive-class probability."""
+    from flightdeck.model import FlightDeckClassifier
+
+    return FlightDeckClassifier(pipeline, layout.to_dict())
+
+
+def _environment() -> str:
+    return "\n".join(sorted(f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()
+                            if d.metadata["Name"])) + "\n"
+
+
+def _mlflow(ctx: StageContext) -> Any:
+    import mlflow
+
+    mlflow.set_tracking_uri(ctx.settings.mlflow_tracking_uri)
+    name = f"flightdeck/{ctx.name}"
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        artifacts = ctx.settings.home / "mlartifacts"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        client.create_experiment(name, artifact_location=artifacts.as_uri(),
+                                 tags={"flightdeck.spec": ctx.name})
+    mlflow.set_experiment(name)
+    return mlflow
+
+
+def train_model(ctx: StageContext, window: tuple[str | None, str | None] = (None, None)) -> dict[str, Any]:
+    """Train, compare and choose a model on the current dataset version; log everything to MLflow.
+
+    Raises:
+        NoDatasetError: nothing to train on yet.
+        TrainingDataError / FeatureError: the data cannot train a model (message names why).
+    """
+    spec = ctx.spec
+    dataset = current_dataset(ctx)
+    splits = load_splits(ctx, dataset, window)
+    target = spec.target.name
+    for name in ("train", "validation"):
+        y = splits[name][target]
+        train.check_training_data(splits[name], y, name, spec.training.min_train_rows if name == "train" else 1)
+    pii_key = ctx.pii_key or ctx.settings.resolve_pseudonymisation_key()
+    references = features.load_references(spec, pii_key)
+    history = pd.concat(splits.values(), ignore_index=True)
+    prior = float(splits["train"][target].astype("float64").mean())
+    frames = {n: features.build_feature_frame(f.reset_index(drop=True), spec, references, history, prior)
+              for n, f in splits.items()}
+    layout = features.feature_layout(spec, frames["train"])
+    X = {n: features.select_features(f, layout) for n, f in frames.items()}
+    y = {n: f[target].astype(int) for n, f in frames.items()}
+
+    mlflow = _mlflow(ctx)
+    client = mlflow.MlflowClient()
+    _kill_stale_runs(mlflow, client, ctx)
+    tags = {"flightdeck.spec": spec.name, "flightdeck.spec_version": spec.fingerprint(),
+            "airflow.dag_id": ctx.dag_id, "airflow.run_id": ctx.run_id, "git.commit": code_version(),
+            "flightdeck.dataset_version": dataset["version_id"]}
+    with mlflow.start_run(run_name=f"train {ctx.run_id}", tags=tags) as parent:
+        for name, frame in splits.items():
+            ds = mlflow.data.from_pandas(frame, source=dataset["splits"][name]["uri"], targets=target,
+                                         name=f"{spec.name}-{name}-{dataset['version_id']}")
+            mlflow.log_input(ds, context=name)
+        mlflow.log_params({"window_start": window[0], "window_end": window[1], "metric": spec.training.metric,
+                           "cv_folds": spec.training.cv_folds, "tuning_budget": spec.training.tuning_budget,
+                           "seed": spec.training.seed, "features": ",".join(layout.columns),
+                           "train_rows": len(X["train"]), "validation_rows": len(X["validation"])})
+
+        def log_candidate(run_name: str, family: str, params: dict[str, Any], metrics: dict[str, float]) -> None:
+            with mlflow.start_run(run_name=run_name, nested=True, tags={**tags, "flightdeck.family": family}):
+                mlflow.log_params({k: str(v) for k, v in params.items()} or {"defaults": "true"})
+                mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+
+        outcome = train.select_model(X["train"], y["train"], X["validation"], y["validation"], spec, layout,
+                                     log_candidate)
+        val_proba = train.positive_proba(outcome.model, X["validation"])
+        test_proba = train.positive_proba(outcome.model, X["test"])  # the frozen holdout, touched once, here
+        val_metrics = evaluate.classification_metrics(y["validation"].to_numpy(), val_proba, spec.training.threshold)
+        test_metrics = (evaluate.classification_metrics(y["test"].to_numpy(), test_proba, spec.training.threshold)
+                        if len(X["test"]) else {})
+        mlflow.log_metrics({f"val_{k}": v for k, v in val_metrics.items() if np.isfinite(v)})
+        mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items() if np.isfinite(v)})
+        mlflow.set_tags({"flightdeck.chosen": outcome.chosen_name,
+                         "flightdeck.prediction_fingerprint": outcome.prediction_fingerprint})
+        unseen = features.count_unseen_categories(_first_pipeline(outcome.model), X["validation"], layout)
+        with tempfile.TemporaryDirectory(dir=ctx.workdir) as tmp:
+            out = Path(tmp)
+            importance = _importance(outcome.model, layout)
+            evaluate.write_evaluation_artifacts(out / "validation", y["validation"].to_numpy(), val_proba,
+                                                frames["validation"], list(spec.training.slices), importance,
+                                                f"{spec.name}: {outcome.chosen_name} on validation",
+                                                spec.training.threshold)
+            (out / "leaderboard.json").write_text(json.dumps(outcome.leaderboard, indent=2, default=str))
+            (out / "feature_layout.json").write_text(json.dumps(layout.to_dict(), indent=2))
+            (out / "unseen_categories_validation.json").write_text(json.dumps(unseen, indent=2))
+            (out / "environment.txt").write_text(_environment())
+            (out / "dataset_manifest.json").write_text(json.dumps(dataset, indent=2, default=str))
+            mlflow.log_artifacts(str(out), artifact_path="evaluation")
+            if spec.path is not None:
+                mlflow.log_artifact(str(spec.path), artifact_path="spec")
+            for report in ("profile_train.json", "profile_train.html"):
+                key = f"datasets/{spec.name}/{dataset['version_id']}/{report}"
+                if ctx.lake.exists(key):
+                    (out / report).write_bytes(ctx.lake.read_bytes(key))
+                    mlflow.log_artifact(str(out / report), artifact_path="data_reports")
+        from mlflow.models import infer_signature
+
+        example = X["train"].head(5)
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=pyfunc_model(outcome.model, layout), input_example=example,
+            signature=infer_signature(example, train.positive_proba(outcome.model, example)),
+        )
+        run_id = parent.info.run_id
+    return {"spec": spec.name, "mlflow_run_id": run_id, "model_uri": info.model_uri,
+            "chosen": outcome.chosen_name, "dataset_version": dataset["version_id"],
+            "window": list(window), "features": layout.columns,
+            "prediction_fingerprint": outcome.prediction_fingerprint,
+            "validation": {k: val_metrics[k] for k in ("roc_auc", "log_loss", "n")},
+            "test": {k: test_metrics[k] for k in ("roc_auc", "log_loss", "n")} if test_metrics else {},
+            "training_window": [str(splits["train"][spec.event_time].min()), str(splits["train"][spec.event_time].max())]}
+
+
+def _first_pipeline(model: Any) -> Any:
+    return model.members[0] if isinstance(model, train.SoftVotingEnsemble) else model
+
+
+def _importance(model: Any, layout: features.FeatureLayout) -> dict[str, float] | None:
+    est = _first_pipeline(model).named_steps["model"]
+    values = getattr(est, "feature_importances_", None)
+    if values is None:
+        coef = getattr(est, "coef_", None)
+        return None if coef is None or coef.shape[1] != len(layout.columns) else dict(
+            zip(layout.columns, np.abs(coef[0]).tolist(), strict=True))
+    return dict(zip(layout.columns, np.asarray(values, dtype=float).tolist(), strict=True))
+
+
+def _kill_stale_runs(mlflow: Any, client: Any, ctx: StageContext) -> None:
+    """Mark runs of an earlier, killed attempt of this DAG run as KILLED: nothing may pick them up."""
+    exp = client.get_experiment_by_name(f"flightdeck/{ctx.name}")
+    runs = client.search_runs([exp.experiment_id],
+                              filter_string=f"tags.`airflow.run_id` = '{_quote(ctx.run_id)}' "
+                                            "and attributes.status = 'RUNNING'")
+    for run in runs:
+        client.set_terminated(run.info.run_id, status="KILLED")
+
+
+def _quote(value: str) -> str:
+    return value.replace("'", "''")
+
+
+def register_model(ctx: StageContext, trained: dict[str, Any]) -> dict[str, Any]:
+    """Register the trained run's model once, tag its lineage, move the ``challenger`` alias."""
+    mlflow = _mlflow(ctx)
+    client = mlflow.MlflowClient()
+    name = ctx.spec.registered_model_name
+    run = client.get_run(trained["mlflow_run_id"])
+    if run.info.status != "FINISHED":
+        raise RuntimeError(f"MLflow run {run.info.run_id} is {run.info.status}; only finished runs are registered")
+    try:
+        client.get_registered_model(name)
+    except Exception:  # noqa: BLE001 - MLflow raises its own RestException subclasses here
+        client.create_registered_model(name, tags={"flightdeck.spec": ctx.spec.name},
+                                       description=ctx.spec.title)
+    existing = [v for v in client.search_model_versions(f"name = '{_quote(name)}'")
+                if v.tags.get("flightdeck.training_run_id") == run.info.run_id]
+    if existing:
+        version = existing[0]
+    else:
+        version = mlflow.register_model(trained["model_uri"], name,
+                                        tags={"flightdeck.training_run_id": run.info.run_id})
+    tags = {"flightdeck.data_snapshot": trained["dataset_version"],
+            "flightdeck.training_window": " .. ".join(trained["training_window"]),
+            "flightdeck.features": ",".join(trained["features"]),
+            "flightdeck.chosen": trained["chosen"],
+            "flightdeck.prediction_fingerprint": trained["prediction_fingerprint"],
+            "flightdeck.code_version": code_version(),
+            "flightdeck.spec_version": ctx.spec.fingerprint(),
+            "airflow.dag_id": ctx.dag_id, "airflow.run_id": ctx.run_id,
+            **{f"validation.{k}": str(v) for k, v in trained["validation"].items()},
+            **{f"test.{k}": str(v) for k, v in trained["test"].items()}}
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version.version, key, value)
+    client.set_registered_model_alias(name, CHALLENGER, version.version)
+    return {"spec": ctx.spec.name, "registered_model": name, "version": str(version.version), "alias": CHALLENGER,
+            "mlflow_run_id": run.info.run_id}
