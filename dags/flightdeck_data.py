@@ -11,9 +11,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG, Asset
+from airflow.sdk import DAG
 from flightdeck.settings import Settings
 from flightdeck.spec import discover_specs
+from flightdeck_airflow.assets import training_data_asset
 from flightdeck_airflow.operators import (
     IngestDeliveriesOperator,
     ProfileBatchesOperator,
@@ -22,12 +23,6 @@ from flightdeck_airflow.operators import (
     WrangleBatchesOperator,
 )
 from flightdeck_airflow.sensors import LandingZoneSensor
-
-
-def training_data_asset(spec_name: str) -> Asset:
-    """The Asset the training DAG of a spec is scheduled on."""
-    return Asset(name=f"flightdeck.{spec_name}.training_data", uri=f"flightdeck://{spec_name}/training_data")
-
 
 for spec in discover_specs(Settings.from_env().specs_dir):
     with DAG(

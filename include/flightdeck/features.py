@@ -101,8 +101,9 @@ def add_history_features(frame: pd.DataFrame, history: pd.DataFrame, spec: Datas
                                allow_exact_matches=False, direction="backward")
         n = merged["_n"].fillna(0).to_numpy(dtype="float64")
         pos = merged["_pos"].fillna(0).to_numpy(dtype="float64")
-        rate = (pos + h.smoothing * prior) / (n + h.smoothing)
-        out.loc[merged["_order"].to_numpy(), h.name] = rate
+        rates = np.empty(len(out), dtype="float64")
+        rates[merged["_order"].to_numpy()] = (pos + h.smoothing * prior) / (n + h.smoothing)
+        out[h.name] = rates
     return out.drop(columns="_order")
 
 
@@ -135,7 +136,8 @@ def select_features(frame: pd.DataFrame, layout: FeatureLayout) -> pd.DataFrame:
         out[c] = pd.to_numeric(frame[c], errors="coerce").astype("float64")
     for c in layout.categorical:
         col = frame[c].astype("object")
-        out[c] = col.where(col.notna(), np.nan).map(lambda v: v if v is np.nan else str(v))
+        text = col.astype(str)
+        out[c] = text.where(col.notna(), np.nan).astype(object)
     return out
 
 
@@ -146,27 +148,24 @@ def build_feature_frame(frame: pd.DataFrame, spec: DatasetSpec, references: dict
 
 
 def _numeric_steps(spec: DatasetSpec, layout: FeatureLayout, scale: bool) -> Any:
-    from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-    logged = [c for c in layout.numeric if spec.training.transforms.get(c) == "log1p"]
-    plain = [c for c in layout.numeric if c not in logged]
-    parts = []
-    if logged:
-        parts.append(("log1p", FunctionTransformer(_log1p, feature_names_out="one-to-one"), logged))
-    if plain:
-        parts.append(("plain", "passthrough", plain))
-    inner = ColumnTransformer(parts, verbose_feature_names_out=False)
-    steps = [inner, SimpleImputer(strategy="median", keep_empty_features=True)]
+    logged = [i for i, c in enumerate(layout.numeric) if spec.training.transforms.get(c) == "log1p"]
+    # transform in place, so the output keeps the recorded feature order
+    steps = [FunctionTransformer(_log1p_columns, kw_args={"positions": logged}, feature_names_out="one-to-one"),
+             SimpleImputer(strategy="median", keep_empty_features=True)]
     if scale:
         steps.append(StandardScaler())
     return make_pipeline(*steps)
 
 
-def _log1p(x: Any) -> Any:
-    return np.log1p(np.clip(np.asarray(x, dtype="float64"), 0, None))
+def _log1p_columns(x: Any, positions: list[int]) -> Any:
+    out = np.array(x, dtype="float64", copy=True)
+    if positions:
+        out[:, positions] = np.log1p(np.clip(out[:, positions], 0, None))
+    return out
 
 
 def build_estimator(family: str, spec: DatasetSpec, layout: FeatureLayout, params: dict[str, Any] | None = None) -> Any:

@@ -53,7 +53,7 @@ def check_leakage(splits: dict[str, pd.DataFrame], spec: DatasetSpec) -> list[st
     train = splits["train"]
     y = train[spec.target.name].astype("float64")
     if y.nunique() > 1:
-        for feature in spec.features:
+        for feature in (f for f in spec.features if f in train.columns):  # joined/history ones come later
             col = train[feature]
             if pd.api.types.is_numeric_dtype(col) and col.nunique() > 1:
                 corr = abs(col.astype("float64").corr(y))

@@ -31,7 +31,7 @@ def check_training_data(X: pd.DataFrame, y: pd.Series, name: str, min_rows: int)
     if y.isna().any():
         raise TrainingDataError(f"{name} split has {int(y.isna().sum())} rows with a missing target")
     if y.nunique() < 2:
-        raise TrainingDataError(f"{name} split has a single class ({y.iloc[0]!r}): cannot train a classifier")
+        raise TrainingDataError(f"{name} split has a single class ({y.iloc[0]}): cannot train a classifier")
     if len(X) < min_rows:
         raise TrainingDataError(f"{name} split has {len(X)} rows, fewer than training.min_train_rows={min_rows}")
 

@@ -29,6 +29,10 @@ class NoDatasetError(LookupError):
     """No dataset version has been published for the spec yet."""
 
 
+class AlreadyTrained(LookupError):
+    """A registered version was already trained on this dataset version, spec and window."""
+
+
 def code_version() -> str:
     try:
         out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -48,7 +52,8 @@ def current_dataset(ctx: StageContext) -> dict[str, Any]:
     return dict(json.loads(ctx.lake.read_bytes(manifest_key)))
 
 
-def load_splits(ctx: StageContext, manifest: dict[str, Any], window: tuple[str | None, str | None]) -> dict[str, pd.DataFrame]:
+def load_splits(ctx: StageContext, manifest: dict[str, Any],
+                window: tuple[str | None, str | None]) -> dict[str, pd.DataFrame]:
     """The dataset version's splits, optionally cut to a training window (event time, inclusive dates)."""
     prefix = f"datasets/{ctx.name}/{manifest['version_id']}"
     splits = {n: _read_parquet(ctx.lake, f"{prefix}/{n}.parquet", ctx.workdir) for n in ("train", "validation", "test")}
@@ -96,15 +101,43 @@ def _mlflow(ctx: StageContext) -> Any:
     return mlflow
 
 
-def train_model(ctx: StageContext, window: tuple[str | None, str | None] = (None, None)) -> dict[str, Any]:
+def window_tag(window: tuple[str | None, str | None]) -> str:
+    return f"{window[0] or ''}..{window[1] or ''}"
+
+
+def find_trained_version(ctx: StageContext, dataset_version: str, window: tuple[str | None, str | None]) -> Any:
+    """The registered version trained on this dataset version, spec version and window, if any."""
+    mlflow = _mlflow(ctx)
+    client = mlflow.MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name = '{_quote(ctx.spec.registered_model_name)}'")
+    except Exception:  # noqa: BLE001 - no registered model yet
+        return None
+    for v in versions:
+        if (v.tags.get("flightdeck.data_snapshot") == dataset_version
+                and v.tags.get("flightdeck.spec_version") == ctx.spec.fingerprint()
+                and v.tags.get("flightdeck.window_param") == window_tag(window)):
+            return v
+    return None
+
+
+def train_model(ctx: StageContext, window: tuple[str | None, str | None] = (None, None),
+                force: bool = False) -> dict[str, Any]:
     """Train, compare and choose a model on the current dataset version; log everything to MLflow.
 
     Raises:
         NoDatasetError: nothing to train on yet.
+        AlreadyTrained: this data was already trained on (training is reproducible); use ``force``.
         TrainingDataError / FeatureError: the data cannot train a model (message names why).
     """
     spec = ctx.spec
     dataset = current_dataset(ctx)
+    if not force:
+        existing = find_trained_version(ctx, dataset["version_id"], window)
+        if existing is not None:
+            raise AlreadyTrained(f"version {existing.version} of {spec.registered_model_name} was trained on "
+                                 f"dataset {dataset['version_id']} with window {window_tag(window)}; "
+                                 "trigger with force=true to retrain")
     splits = load_splits(ctx, dataset, window)
     target = spec.target.name
     for name in ("train", "validation"):
@@ -187,7 +220,8 @@ def train_model(ctx: StageContext, window: tuple[str | None, str | None] = (None
             "prediction_fingerprint": outcome.prediction_fingerprint,
             "validation": {k: val_metrics[k] for k in ("roc_auc", "log_loss", "n")},
             "test": {k: test_metrics[k] for k in ("roc_auc", "log_loss", "n")} if test_metrics else {},
-            "training_window": [str(splits["train"][spec.event_time].min()), str(splits["train"][spec.event_time].max())]}
+            "training_window": [str(splits["train"][spec.event_time].min()),
+                                str(splits["train"][spec.event_time].max())]}
 
 
 def _first_pipeline(model: Any) -> Any:
@@ -245,6 +279,7 @@ def register_model(ctx: StageContext, trained: dict[str, Any]) -> dict[str, Any]
             "flightdeck.prediction_fingerprint": trained["prediction_fingerprint"],
             "flightdeck.code_version": code_version(),
             "flightdeck.spec_version": ctx.spec.fingerprint(),
+            "flightdeck.window_param": window_tag(tuple(trained["window"])),  # type: ignore[arg-type]
             "airflow.dag_id": ctx.dag_id, "airflow.run_id": ctx.run_id,
             **{f"validation.{k}": str(v) for k, v in trained["validation"].items()},
             **{f"test.{k}": str(v) for k, v in trained["test"].items()}}

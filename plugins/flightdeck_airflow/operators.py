@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 
 class FlightDeckStageOperator(BaseOperator):
@@ -87,3 +87,62 @@ class SplitDatasetOperator(FlightDeckStageOperator):
     """Time-split the curated data, check leakage, fit wrangling on train, publish a dataset version."""
 
     stage = "split_dataset"
+
+
+class TrainModelOperator(FlightDeckStageOperator):
+    """Train, compare, tune and choose a model on the current dataset version; track it in MLflow.
+
+    Args:
+        window_start: first day (YYYY-MM-DD) of the training window, or empty for all.
+        window_end: last day of the training window, or empty for all.
+        force: retrain even if a registered version already used this dataset version.
+    """
+
+    stage = "train_model"
+    template_fields: Sequence[str] = ("spec_name", "window_start", "window_end", "force")
+
+    def __init__(self, *, window_start: str | None = None, window_end: str | None = None,
+                 force: bool | str = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.window_start = window_start
+        self.window_end = window_end
+        self.force = force
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from flightdeck import training
+        from flightdeck.features import FeatureError
+        from flightdeck.train import TrainingDataError
+
+        ctx = self.stage_context(context)
+        window = (self.window_start or None, self.window_end or None)
+        force = self.force if isinstance(self.force, bool) else str(self.force).lower() == "true"
+        try:
+            manifest = training.train_model(ctx, window, force=force)
+        except (training.NoDatasetError, training.AlreadyTrained) as exc:
+            raise AirflowSkipException(str(exc)) from exc
+        except (TrainingDataError, FeatureError) as exc:
+            raise AirflowFailException(str(exc)) from exc
+        self.log.info("trained %s: validation %s, test %s", manifest["chosen"], manifest["validation"],
+                      manifest["test"])
+        return manifest
+
+
+class RegisterModelOperator(FlightDeckStageOperator):
+    """Register the model of this run's training task and give it the ``challenger`` alias."""
+
+    stage = "register_model"
+
+    def __init__(self, *, train_task_id: str = "train", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.train_task_id = train_task_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from flightdeck import training
+
+        trained = context["ti"].xcom_pull(task_ids=self.train_task_id)
+        if not trained:
+            raise AirflowFailException(f"no manifest from task {self.train_task_id!r} in this run: nothing to register")
+        manifest = training.register_model(self.stage_context(context), trained)
+        self.log.info("registered %s version %s as %s", manifest["registered_model"], manifest["version"],
+                      manifest["alias"])
+        return manifest

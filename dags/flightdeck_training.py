@@ -1,0 +1,48 @@
+"""Training DAGs: one per dataset spec.
+
+Runs when the data DAG publishes a new dataset version (Asset), weekly on Monday 04:00
+UTC, or by hand with Params (training window, forced retrain). `train` compares model
+families with time-series CV, tunes, tries an ensemble and chooses on validation, all
+tracked in MLflow; `register` registers the chosen model and moves only `challenger`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param
+from flightdeck.settings import Settings
+from flightdeck.spec import discover_specs
+from flightdeck_airflow.assets import challenger_asset, training_data_asset
+from flightdeck_airflow.operators import RegisterModelOperator, TrainModelOperator
+
+for spec in discover_specs(Settings.from_env().specs_dir):
+    with DAG(
+        dag_id=f"{spec.name}_training",
+        description=f"{spec.title}: train, track and register a challenger",
+        doc_md=__doc__ + f"\n\nSpec `{spec.name}` ({spec.fingerprint()}), registered model "
+                         f"`{spec.registered_model_name}`.",
+        schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 4 * * 1", timezone="UTC"),
+                                     assets=training_data_asset(spec.name)),
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        tags=["flightdeck", spec.name, "training"],
+        params={
+            "window_start": Param(None, type=["null", "string"], format="date",
+                                  description="first day of the training window (YYYY-MM-DD); empty: all"),
+            "window_end": Param(None, type=["null", "string"], format="date",
+                                description="last day of the training window (YYYY-MM-DD); empty: all"),
+            "force": Param(False, type="boolean",
+                           description="retrain even if a version was already trained on this dataset version"),
+        },
+        default_args={"owner": spec.owner, "retries": 1, "retry_delay": timedelta(minutes=2),
+                      "spec_name": spec.name},
+    ) as dag:
+        train = TrainModelOperator(task_id="train", window_start="{{ params.window_start or '' }}",
+                                   window_end="{{ params.window_end or '' }}", force="{{ params.force }}",
+                                   execution_timeout=timedelta(hours=2))
+        register = RegisterModelOperator(task_id="register", outlets=[challenger_asset(spec.name)])
+        train >> register
+    globals()[dag.dag_id] = dag

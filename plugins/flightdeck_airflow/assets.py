@@ -1,0 +1,15 @@
+"""The Assets through which a spec's DAGs schedule each other (no shared global state)."""
+
+from __future__ import annotations
+
+from airflow.sdk import Asset
+
+
+def training_data_asset(spec_name: str) -> Asset:
+    """Published by the data DAG's split task; schedules the training DAG."""
+    return Asset(name=f"flightdeck.{spec_name}.training_data", uri=f"flightdeck://{spec_name}/training_data")
+
+
+def challenger_asset(spec_name: str) -> Asset:
+    """Published when a new model version gets the ``challenger`` alias; schedules the gates."""
+    return Asset(name=f"flightdeck.{spec_name}.challenger", uri=f"flightdeck://{spec_name}/challenger")
