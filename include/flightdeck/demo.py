@@ -81,10 +81,10 @@ def run_demo(spec_name: str, start: date, end: date, timeout: float = 900.0) -> 
     spec = load_spec(settings.specs_dir / f"{spec_name}.yaml")
     dag_id = f"{spec.name}_data"
     print(f"FlightDeck demo: spec {spec.name} ({spec.fingerprint()}), home {settings.home}")
-    print("1/5 initialising the Airflow metadata DB and the warehouse")
+    print("1/6 initialising the Airflow metadata DB and the warehouse")
     airflow("db", "migrate")
     warehouse.connect(settings.warehouse_url)
-    print(f"2/5 replaying deliveries {start}..{end} into {settings.landing_uri}/{spec.name}/")
+    print(f"2/6 replaying deliveries {start}..{end} into {settings.landing_uri}/{spec.name}/")
     delivered = replay.replay(spec, open_store(settings.landing_uri, settings.s3_endpoint_url), start, end)
     print(f"    {len(delivered)} files, {sum(d.rows for d in delivered)} rows")
     port = int(os.environ.get("AIRFLOW__API__PORT", "8080"))
@@ -93,11 +93,14 @@ def run_demo(spec_name: str, start: date, end: date, timeout: float = 900.0) -> 
             raise RuntimeError(f"port {port} is already in use (another Airflow still running?); "
                                "stop it or set AIRFLOW__API__PORT")
     log_path = settings.home / "logs" / "standalone.log"
-    print(f"3/5 starting airflow standalone (log: {log_path})")
+    print(f"3/6 starting airflow standalone (log: {log_path})")
     proc = start_standalone(log_path)
+    training_id = f"{spec.name}_training"
     try:
-        wait_for(lambda: dag_id in airflow("dags", "list", "-o", "plain", check=False).stdout,
-                 f"the DAG processor to parse {dag_id}", 300)
+        wait_for(lambda: {dag_id, training_id} <= set(airflow("dags", "list", "-o", "plain",
+                                                                check=False).stdout.split()),
+                 f"the DAG processor to parse {dag_id} and {training_id}", 300)
+        airflow("dags", "unpause", training_id)  # scheduled on the data DAG's Asset
         airflow("dags", "unpause", dag_id)
         # Unpausing lets the scheduler create the run of the latest interval; its sensor
         # finds the landed files. Trigger one only if the scheduler has not.
@@ -108,20 +111,27 @@ def run_demo(spec_name: str, start: date, end: date, timeout: float = 900.0) -> 
             run_id = f"demo__{time.strftime('%Y%m%dT%H%M%S')}"
             airflow("dags", "trigger", dag_id, "--run-id", run_id)
             how = "triggered"
-        print(f"4/5 {how} {dag_id} run {run_id}; the scheduler is running it")
-
-        def finished() -> str | None:
-            state = runs_of(dag_id).get(run_id)
-            return state if state in ("success", "failed") else None
-
-        state = wait_for(finished, f"run {run_id}", timeout, interval=5)
+        print(f"4/6 {how} {dag_id} run {run_id}; the scheduler is running it")
+        state = wait_for(lambda: finished(dag_id, run_id), f"run {run_id}", timeout, interval=5)
         print(f"    run {run_id}: {state}")
+        if state == "success":
+            print(f"5/6 the split published the training-data Asset; waiting for the asset-triggered "
+                  f"{training_id} run")
+            train_run = wait_for(lambda: next((r for r in runs_of(training_id) if r.startswith("asset_triggered")),
+                                              None), "the asset-triggered training run", 120)
+            state = wait_for(lambda: finished(training_id, train_run), f"run {train_run}", timeout, interval=5)
+            print(f"    run {train_run}: {state}")
     finally:
         print("    stopping airflow standalone")
         stop(proc)
-    print("5/5 what landed where")
+    print("6/6 what landed where")
     summarise(settings, spec.name)
     return 0 if state == "success" else 1
+
+
+def finished(dag_id: str, run_id: str) -> str | None:
+    state = runs_of(dag_id).get(run_id)
+    return state if state in ("success", "failed") else None
 
 
 def summarise(settings: Settings, spec_name: str) -> None:
@@ -144,5 +154,25 @@ def summarise(settings: Settings, spec_name: str) -> None:
         print(f"    dataset version {latest['version_id']}: train={latest['train_rows']} "
               f"validation={latest['validation_rows']} test={latest['test_rows']} (test = frozen holdout)")
         print(f"    manifest {latest['manifest_uri']}")
+    print_registry(settings, spec_name)
     print(f"    lake {settings.lake_uri}  warehouse {settings.warehouse_url}")
     print("    UI: 'make up' then http://localhost:8080 (login in the output of make up)")
+
+
+def print_registry(settings: Settings, spec_name: str) -> None:
+    """The challenger in the MLflow registry, with its lineage tags."""
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    client = mlflow.MlflowClient()
+    name = f"flightdeck-{spec_name}"
+    try:
+        version = client.get_model_version_by_alias(name, "challenger")
+    except mlflow.exceptions.MlflowException:
+        print(f"    registry: no challenger of {name} yet")
+        return
+    tags = version.tags
+    print(f"    registry: {name} version {version.version} @challenger ({tags.get('flightdeck.chosen')}), "
+          f"validation ROC AUC {float(tags.get('validation.roc_auc', 'nan')):.3f}, "
+          f"test ROC AUC {float(tags.get('test.roc_auc', 'nan')):.3f}")
+    print(f"    MLflow UI: 'make up' then http://127.0.0.1:5000 (experiment flightdeck/{spec_name})")
