@@ -191,7 +191,9 @@ class RowRules:
         return self.seen_keys[pos] == hashes
 
     def remember(self, hashes: np.ndarray) -> None:
-        self.seen_keys = np.union1d(self.seen_keys, hashes.astype(np.uint64))
+        """Add accepted (hence new and unique) key hashes; a stable sort merges the two sorted runs in O(n)."""
+        fresh = np.sort(hashes.astype(np.uint64))
+        self.seen_keys = np.sort(np.concatenate([self.seen_keys, fresh]), kind="stable")
 
 
 def _as_text(raw: pd.Series) -> pd.Series:
