@@ -135,7 +135,8 @@ class DeriveSpec(_Frozen):
     """A derived column from a fixed vocabulary of operations."""
 
     name: str
-    op: Literal["weekday", "month", "day_of_year", "local_hour", "local_date", "hhmm_hour", "hhmm_minute"]
+    op: Literal["weekday", "month", "day_of_year", "local_hour", "local_date", "hhmm_hour", "hhmm_minute",
+                "us_holiday_distance"]
     column: str
 
     _name = field_validator("name")(lambda v: check_identifier(v, "derived column"))
@@ -231,7 +232,7 @@ class TrainingSpec(_Frozen):
     threads: Annotated[int, Field(ge=1, le=64)] = 2
     threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
     slices: tuple[str, ...] = ()
-    transforms: dict[str, Literal["log1p", "clip_p99"]] = {}
+    transforms: dict[str, Literal["log1p"]] = {}
     history: tuple[HistorySpec, ...] = ()
     joins: tuple[JoinSpec, ...] = ()
     min_train_rows: Annotated[int, Field(ge=1)] = 200

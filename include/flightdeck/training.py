@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flightdeck import __version__, evaluate, features, train
+from flightdeck import __version__, evaluate, features, train, warehouse
 from flightdeck.runners import StageContext, _read_parquet
 from flightdeck.settings import REPO_ROOT
 
@@ -201,6 +201,12 @@ def train_model(ctx: StageContext, window: tuple[str | None, str | None] = (None
             mlflow.log_artifacts(str(out), artifact_path="evaluation")
             if spec.path is not None:
                 mlflow.log_artifact(str(spec.path), artifact_path="spec")
+            batches = [{k: b[k] for k in ("batch_id", "source", "file_name", "batch_date", "status", "rows_in",
+                                          "rows_accepted", "rows_quarantined", "validation_success",
+                                          "validation_uri", "profile_uri")}
+                       for b in warehouse.list_batches(ctx.engine, spec.name, statuses=("curated",))]
+            (out / "batches.json").write_text(json.dumps(batches, indent=2, default=str))
+            mlflow.log_artifact(str(out / "batches.json"), artifact_path="data_reports")
             for report in ("profile_train.json", "profile_train.html"):
                 key = f"datasets/{spec.name}/{dataset['version_id']}/{report}"
                 if ctx.lake.exists(key):

@@ -30,10 +30,33 @@ def derive_columns(frame: pd.DataFrame, derives: tuple[DeriveSpec, ...], tz: str
                       "day_of_year": lambda s: s.dt.dayofyear, "local_hour": lambda s: s.dt.hour,
                       "local_date": lambda s: s.dt.strftime("%Y-%m-%d")}[d.op](local)
             out[d.name] = values if d.op == "local_date" else values.astype("Int64")
+        elif d.op == "us_holiday_distance":
+            out[d.name] = days_to_nearest_holiday(src.dt.tz_convert(zone))
         else:  # HHMM integers such as 1545
             hhmm = src.astype("Int64")
             out[d.name] = (hhmm // 100) if d.op == "hhmm_hour" else (hhmm % 100)
     return out
+
+
+def days_to_nearest_holiday(local: pd.Series, cap: int = 14) -> pd.Series:
+    """Days between a local date and the nearest US federal holiday, capped at ``cap``."""
+    from pandas.tseries.holiday import USFederalHolidayCalendar
+
+    days = local.dt.tz_localize(None).dt.normalize()
+    if days.dropna().empty:
+        return pd.Series(pd.NA, index=local.index, dtype="Int64")
+    lo, hi = days.min() - pd.Timedelta(days=cap + 1), days.max() + pd.Timedelta(days=cap + 1)
+    holidays = USFederalHolidayCalendar().holidays(lo, hi).to_numpy(dtype="datetime64[D]")
+    if holidays.size == 0:
+        return pd.Series(cap, index=local.index, dtype="Int64")
+    values = days.to_numpy(dtype="datetime64[D]")
+    idx = np.searchsorted(holidays, values)
+    left = holidays[np.clip(idx - 1, 0, holidays.size - 1)]
+    right = holidays[np.clip(idx, 0, holidays.size - 1)]
+    before = np.abs((values - left).astype("int64"))
+    after = np.abs((right - values).astype("int64"))
+    out = pd.Series(np.minimum(np.minimum(before, after), cap), index=local.index).astype("Int64")
+    return out.where(days.notna(), pd.NA)
 
 
 def label_values(values: pd.Series, target: TargetSpec) -> pd.Series:

@@ -438,3 +438,13 @@ def test_validate_frame_keeps_success_when_only_warnings_fail(declared):
         and w["unexpected_count"] == 4
         and w["severity"] == "warning"
     )
+
+
+def test_days_to_nearest_holiday_uses_local_dates_and_caps():
+    """Independence Day is 0 days away on 4 July, New Year's Day 1 day from 31 Dec 23:00 New York time."""
+    from flightdeck.wrangle import days_to_nearest_holiday
+
+    local = pd.Series(pd.to_datetime(["2013-07-04 10:00", "2013-07-01 10:00", "2013-12-31 23:00",
+                                      "2013-03-01 12:00", None]).tz_localize("America/New_York"))
+    assert days_to_nearest_holiday(local, cap=14).tolist() == [0, 3, 1, 11, pd.NA]
+    assert days_to_nearest_holiday(local, cap=2).tolist()[:4] == [0, 2, 1, 2]
