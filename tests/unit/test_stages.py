@@ -448,3 +448,25 @@ def test_days_to_nearest_holiday_uses_local_dates_and_caps():
                                       "2013-03-01 12:00", None]).tz_localize("America/New_York"))
     assert days_to_nearest_holiday(local, cap=14).tolist() == [0, 3, 1, 11, pd.NA]
     assert days_to_nearest_holiday(local, cap=2).tolist()[:4] == [0, 2, 1, 2]
+
+
+def test_profile_of_chunks_matches_profile_of_whole_frame():
+    """Streaming the profile chunk by chunk gives the same exact statistics as one pass."""
+    from flightdeck.profile import profile_chunks, profile_frame
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"x": rng.normal(10, 2, 3000), "y": rng.integers(0, 50, 3000).astype("float64"),
+                          "c": rng.choice(["a", "b", "c"], 3000), "label": rng.integers(0, 2, 3000)})
+    frame.loc[::7, "x"] = np.nan
+    whole = profile_frame(frame, label="label")
+    chunked = profile_chunks((frame.iloc[i:i + 700] for i in range(0, 3000, 700)), label="label")
+    assert chunked["rows"] == whole["rows"] == 3000
+    for col in ("x", "y", "c"):
+        a, b = whole["columns"][col], chunked["columns"][col]
+        for key in ("count", "missing", "distinct", "min", "max", "top_values", "median", "p01", "p99"):
+            assert a.get(key) == b.get(key), (col, key)
+        for key in ("mean", "std"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-9)
+    assert chunked["correlations"]["x"]["y"] == pytest.approx(whole["correlations"]["x"]["y"], abs=1e-6)
+    assert chunked["label_correlations"]["x"] == pytest.approx(frame["x"].corr(frame["label"]), abs=1e-6)
