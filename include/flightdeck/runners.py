@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from flightdeck import ingest, profile, split, validate, warehouse, wrangle
 from flightdeck.settings import Settings
@@ -86,6 +87,16 @@ def _read_parquet(store: Store, key: str, workdir: Path) -> pd.DataFrame:
         return pd.read_parquet(store.path(key))
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         return pd.read_parquet(store.download(key, Path(tmp) / "data.parquet"))
+
+
+def _iter_parquet(store: Store, key: str, workdir: Path, chunk_rows: int,
+                  drop: tuple[str, ...] = ()) -> Iterator[pd.DataFrame]:
+    """Read a Parquet object chunk by chunk (a local copy first when it lives on S3)."""
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        path = store.path(key) if hasattr(store, "path") else store.download(key, Path(tmp) / "data.parquet")
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+            frame = batch.to_pandas()
+            yield frame.drop(columns=[c for c in drop if c in frame.columns])
 
 
 def _write_parquet(store: Store, key: str, frame: pd.DataFrame, workdir: Path) -> str:
@@ -252,8 +263,8 @@ def profile_batches(ctx: StageContext) -> dict[str, Any]:
     """Profile every staged batch of this run: JSON and HTML reports in the lake."""
     done = []
     for batch in warehouse.list_batches(ctx.engine, ctx.name, run_id=ctx.run_id, statuses=LIVE):
-        frame = _read_parquet(ctx.lake, staged_key(ctx.name, batch["source"], batch["batch_id"]), ctx.workdir)
-        prof = profile.profile_frame(frame)
+        prof = profile.profile_chunks(_iter_parquet(ctx.lake, staged_key(ctx.name, batch["source"], batch["batch_id"]),
+                                                    ctx.workdir, ctx.settings.chunk_rows))
         prof.update(batch_id=batch["batch_id"], file_name=batch["file_name"], source=batch["source"])
         name = f"{batch['source']}-{batch['batch_id'][:16]}"
         uri = _put_json(ctx.lake, report_key(ctx.name, "profiles", name, "json"), prof)
@@ -277,8 +288,9 @@ def validate_batches(ctx: StageContext) -> dict[str, Any]:
     suites = {name: validate.load_expectations(ctx.spec, name) for name in ctx.spec.sources}
     failures, warnings, passed = [], 0, 0
     for batch in warehouse.list_batches(ctx.engine, ctx.name, run_id=ctx.run_id, statuses=LIVE):
-        frame = _read_parquet(ctx.lake, staged_key(ctx.name, batch["source"], batch["batch_id"]), ctx.workdir)
-        report = validate.validate_frame(frame.drop(columns=["_batch_id", "_row_number"]), suites[batch["source"]])
+        chunks = _iter_parquet(ctx.lake, staged_key(ctx.name, batch["source"], batch["batch_id"]), ctx.workdir,
+                               ctx.settings.chunk_rows, drop=("_batch_id", "_row_number"))
+        report = validate.validate_chunks(chunks, suites[batch["source"]])
         report.update(batch_id=batch["batch_id"], file_name=batch["file_name"])
         name = f"{batch['source']}-{batch['batch_id'][:16]}"
         uri = _put_json(ctx.lake, report_key(ctx.name, "validations", name, "json"), report)

@@ -19,11 +19,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from flightdeck.spec import DatasetSpec
 
 Expectation = dict[str, Any]
+UNIQUENESS = ("expect_compound_columns_to_be_unique", "expect_column_values_to_be_unique")
 log = logging.getLogger(__name__)
 
 
@@ -46,7 +48,9 @@ def declared_expectations(spec: DatasetSpec, source_name: str) -> list[Expectati
             out.append({"type": "expect_column_values_to_be_in_set",
                         "kwargs": {"column": name, "value_set": list(col.allowed)}})
     keys = [k for k in spec.entity_key if k in source.columns]
-    if keys:
+    if len(keys) == 1:
+        out.append({"type": "expect_column_values_to_be_unique", "kwargs": {"column": keys[0]}})
+    elif keys:
         out.append({"type": "expect_compound_columns_to_be_unique", "kwargs": {"column_list": keys}})
     for e in out:
         e.update(severity="critical", meta={"layer": "declared"})
@@ -131,16 +135,105 @@ def validate_frame(frame: pd.DataFrame, expectations: list[Expectation]) -> dict
     The report has ``success`` (no critical failure), ``hard_failures`` and ``warnings``
     (each with the expectation, unexpected count and example values) and GX's raw result.
     """
+    return validate_chunks([frame], expectations)
+
+
+def _gx_validator(expectations: list[Expectation]) -> Any:
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    source = context.data_sources.add_pandas("flightdeck")
-    asset = source.add_dataframe_asset("batch")
-    batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(
-        batch_parameters={"dataframe": frame.reset_index(drop=True)})
-    result = batch.validate(_to_gx(expectations), result_format="SUMMARY").to_json_dict()
+    definition = context.data_sources.add_pandas("flightdeck").add_dataframe_asset("batch") \
+        .add_batch_definition_whole_dataframe("whole")
+    suite = _to_gx(expectations)
+
+    def run(chunk: pd.DataFrame) -> dict[str, Any]:
+        batch = definition.get_batch(batch_parameters={"dataframe": chunk.reset_index(drop=True)})
+        return dict(batch.validate(suite, result_format="SUMMARY").to_json_dict())
+
+    return run
+
+
+def validate_chunks(chunks: Any, expectations: list[Expectation]) -> dict[str, Any]:
+    """Validate a batch chunk by chunk and merge the results, so memory stays bounded.
+
+    Row-level (map) expectations are merged exactly: unexpected and element counts add up
+    and ``mostly`` is judged on the totals. Column means are merged weighted by their
+    non-missing counts. Compound-key uniqueness is also checked across chunks (key hashes).
+    Other table-level expectations must hold in every chunk.
+    """
+    run = _gx_validator(expectations)
+    merged: list[dict[str, Any]] | None = None
+    means: dict[int, list[tuple[float, int]]] = {}
+    seen_keys: dict[int, np.ndarray] = {}
+    cross_dupes: dict[int, int] = {}
+    rows = 0
+    for chunk in chunks:
+        rows += len(chunk)
+        result = run(chunk)
+        if merged is None:
+            merged = result["results"]
+        else:
+            for acc, res in zip(merged, result["results"], strict=True):
+                _merge_result(acc, res)
+        for i, e in enumerate(expectations):
+            kwargs = e["kwargs"]
+            if e["type"] == "expect_column_mean_to_be_between" and kwargs["column"] in chunk:
+                col = pd.to_numeric(chunk[kwargs["column"]], errors="coerce").dropna()
+                if len(col):
+                    means.setdefault(i, []).append((float(col.mean()), len(col)))
+            elif (e["type"] in UNIQUENESS
+                  and all(c in chunk for c in kwargs.get("column_list", [kwargs.get("column")]))):
+                keys = chunk[kwargs.get("column_list", [kwargs.get("column")])].dropna()
+                hashes = np.unique(pd.util.hash_pandas_object(keys, index=False).to_numpy())
+                previous = seen_keys.get(i, np.empty(0, np.uint64))
+                cross_dupes[i] = cross_dupes.get(i, 0) + int(np.isin(hashes, previous, assume_unique=True).sum())
+                both = np.sort(np.concatenate([previous, hashes]), kind="stable")
+                seen_keys[i] = both[np.r_[True, both[1:] != both[:-1]]] if both.size else both
+    if merged is None:
+        merged = run(pd.DataFrame(columns=[]))["results"]
+    for i, res in enumerate(merged):
+        kwargs = expectations[i]["kwargs"]
+        if i in means:
+            total = sum(n for _, n in means[i])
+            mean = sum(m * n for m, n in means[i]) / total
+            res["result"]["observed_value"] = mean
+            lo, hi = kwargs.get("min_value"), kwargs.get("max_value")
+            res["success"] = (lo is None or mean >= lo) and (hi is None or mean <= hi)
+        if cross_dupes.get(i):
+            info = res.setdefault("result", {})
+            info["unexpected_count"] = (info.get("unexpected_count") or 0) + cross_dupes[i]
+            info["cross_chunk_duplicates"] = cross_dupes[i]
+            res["success"] = False
+    gx_result = {"success": all(r["success"] for r in merged), "results": merged}
+    return _report(gx_result, rows)
+
+
+def _merge_result(acc: dict[str, Any], res: dict[str, Any]) -> None:
+    """Fold one chunk's result for an expectation into the running one."""
+    a, b = acc.setdefault("result", {}), res.get("result", {})
+    if "unexpected_count" in b and "element_count" in b:
+        for key in ("element_count", "missing_count", "unexpected_count"):
+            a[key] = (a.get(key) or 0) + (b.get(key) or 0)
+        examples = (a.get("partial_unexpected_list") or []) + (b.get("partial_unexpected_list") or [])
+        a["partial_unexpected_list"] = examples[:20]
+        cfg = acc["expectation_config"]
+        nulls = cfg["type"] == "expect_column_values_to_not_be_null"
+        base = a["element_count"] - (0 if nulls else a.get("missing_count", 0))
+        a["unexpected_percent"] = 100.0 * a["unexpected_count"] / base if base else 0.0
+        mostly = cfg["kwargs"].get("mostly", 1.0)
+        acc["success"] = a["unexpected_percent"] <= 100.0 * (1 - mostly) + 1e-9
+    else:
+        if not res["success"] and acc["success"]:
+            acc["result"] = b
+        acc["success"] = acc["success"] and res["success"]
+    if res.get("exception_info", {}).get("raised_exception"):
+        acc["exception_info"] = res["exception_info"]
+        acc["success"] = False
+
+
+def _report(result: dict[str, Any], rows: int) -> dict[str, Any]:
     hard, warnings = [], []
     for res in result["results"]:
         if res["success"]:
@@ -152,10 +245,10 @@ def validate_frame(frame: pd.DataFrame, expectations: list[Expectation]) -> dict
                    "unexpected_count": info.get("unexpected_count"),
                    "unexpected_percent": info.get("unexpected_percent"),
                    "observed_value": info.get("observed_value"),
-                   "examples": info.get("partial_unexpected_list", [])[:5],
+                   "examples": (info.get("partial_unexpected_list") or [])[:5],
                    "error": (res.get("exception_info") or {}).get("exception_message")}
         (hard if cfg.get("severity", "critical") == "critical" else warnings).append(failure)
-    return {"success": not hard, "rows": int(len(frame)), "evaluated": len(result["results"]),
+    return {"success": not hard, "rows": rows, "evaluated": len(result["results"]),
             "hard_failures": hard, "warnings": warnings, "gx_result": result}
 
 

@@ -470,3 +470,28 @@ def test_profile_of_chunks_matches_profile_of_whole_frame():
                 assert a[key] == pytest.approx(b[key], rel=1e-9)
     assert chunked["correlations"]["x"]["y"] == pytest.approx(whole["correlations"]["x"]["y"], abs=1e-6)
     assert chunked["label_correlations"]["x"] == pytest.approx(frame["x"].corr(frame["label"]), abs=1e-6)
+
+
+def test_chunked_validation_judges_mostly_on_totals_and_finds_keys_repeated_across_chunks():
+    """Merged chunk results: 'mostly' on the totals, means weighted, duplicates across chunks caught."""
+    from flightdeck.validate import validate_chunks
+
+    first = pd.DataFrame({"k": range(0, 100), "v": [0.0] * 90 + [99.0] * 10})  # 10% out of range
+    second = pd.DataFrame({"k": range(100, 200), "v": [1.0] * 100})  # 0% out of range
+    expectations = [
+        {"type": "expect_column_values_to_be_between", "severity": "critical",
+         "kwargs": {"column": "v", "min_value": 0, "max_value": 10, "mostly": 0.92}},
+        {"type": "expect_column_mean_to_be_between", "severity": "warning",
+         "kwargs": {"column": "v", "min_value": 0, "max_value": 6}},
+        {"type": "expect_column_values_to_be_unique", "severity": "critical", "kwargs": {"column": "k"}},
+    ]
+    alone = validate_chunks([first], expectations)
+    assert not alone["success"], "10% unexpected breaks mostly=0.92 on its own"
+    assert [w["expectation"] for w in alone["warnings"]] == ["expect_column_mean_to_be_between"]  # mean 9.9
+    together = validate_chunks([first, second], expectations)
+    assert together["success"], together["hard_failures"]
+    assert together["warnings"] == [], "the merged mean is (9.9 * 100 + 1.0 * 100) / 200 = 5.45"
+    repeated = pd.DataFrame({"k": [5, 150], "v": [1.0, 1.0]})
+    report = validate_chunks([first, second, repeated], expectations)
+    failure = next(f for f in report["hard_failures"] if f["expectation"] == "expect_column_values_to_be_unique")
+    assert failure["unexpected_count"] == 2
