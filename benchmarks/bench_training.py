@@ -73,7 +73,6 @@ def run_reference(home: Path) -> dict[str, object]:
     import mlflow
     import numpy as np
     import pandas as pd
-
     from flightdeck import features, runners, training
     from flightdeck.settings import Settings
     from flightdeck.train import SoftVotingEnsemble
