@@ -54,14 +54,15 @@ def current_dataset(ctx: StageContext) -> dict[str, Any]:
 
 def load_splits(ctx: StageContext, manifest: dict[str, Any],
                 window: tuple[str | None, str | None]) -> dict[str, pd.DataFrame]:
-    """The dataset version's splits, optionally cut to a training window (event time, inclusive dates)."""
+    """The dataset version's splits, optionally cut to a training window (inclusive local dates)."""
     prefix = f"datasets/{ctx.name}/{manifest['version_id']}"
     splits = {n: _read_parquet(ctx.lake, f"{prefix}/{n}.parquet", ctx.workdir) for n in ("train", "validation", "test")}
     start, end = window
     if start or end:
         ts = ctx.spec.event_time
-        lo = pd.Timestamp(start, tz="UTC") if start else None
-        hi = pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1) if end else None
+        zone = ctx.spec.timezone  # window dates are business (local) dates
+        lo = pd.Timestamp(start, tz=zone) if start else None
+        hi = pd.Timestamp(end, tz=zone) + pd.Timedelta(days=1) if end else None
         for n, frame in splits.items():
             mask = pd.Series(True, index=frame.index)
             if lo is not None:
