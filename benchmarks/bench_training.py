@@ -105,7 +105,15 @@ def run_reference(home: Path) -> dict[str, object]:
         features.fit_params("lightgbm", layout).get("model__categorical_feature", []))), num_boost_round=rounds)
     seconds = time.perf_counter() - start
     assert booster.num_trees() > 0 and not isinstance(booster, SoftVotingEnsemble)
-    return {"seconds": seconds, "peak_rss_mib": peak_rss_mib(), "rounds": rounds, "params": tuned}
+    dummy = next((e for e in leaderboard if e["name"] == "dummy"), {})
+    test_y = splits["test"][spec.target.name].astype(int).to_numpy()
+    p = np.full(test_y.size, prior)
+    from sklearn.metrics import log_loss
+
+    baseline = {"validation": {"roc_auc": dummy.get("val_roc_auc"), "log_loss": dummy.get("val_log_loss")},
+                "test": {"roc_auc": 0.5, "log_loss": float(log_loss(test_y, p, labels=[0, 1]))}}
+    return {"seconds": seconds, "peak_rss_mib": peak_rss_mib(), "rounds": rounds, "params": tuned,
+            "baseline": baseline}
 
 
 def main() -> None:
@@ -132,6 +140,7 @@ def main() -> None:
     print(f"| plain lightgbm.train, {r['rounds']} rounds, tuned params | {r['seconds']:.1f} | "
           f"{r['peak_rss_mib']:.0f} | 1.0 |")
     print(f"\nchosen: {trained['chosen']}; validation {trained['validation']}; test {trained['test']}")
+    print(f"dummy (prior) baseline: {r['baseline']}")
     print(f"tuned LightGBM params: {r['params']}")
 
 
