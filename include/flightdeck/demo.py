@@ -155,7 +155,8 @@ def summarise(settings: Settings, spec_name: str) -> None:
               f"validation={latest['validation_rows']} test={latest['test_rows']} (test = frozen holdout)")
         print(f"    manifest {latest['manifest_uri']}")
     print_registry(settings, spec_name)
-    print(f"    lake {settings.lake_uri}  warehouse {settings.warehouse_url}")
+    safe_url = sa.engine.make_url(settings.warehouse_url).render_as_string(hide_password=True)
+    print(f"    lake {settings.lake_uri}  warehouse {safe_url}")
     print("    UI: 'make up' then http://localhost:8080 (login in the output of make up)")
 
 

@@ -41,7 +41,7 @@ class StageContext:
     settings: Settings
     run_id: str = "manual"
     dag_id: str = "flightdeck"
-    pii_key: str | None = None
+    pii_key: str | None = field(default=None, repr=False)
     workdir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
 
     @cached_property
@@ -224,6 +224,10 @@ def ingest_deliveries(ctx: StageContext) -> dict[str, Any]:
             (unreadable delivery or quarantine share above the spec's limit).
     """
     claim = claim_landed_files(ctx)
+    # batches an earlier run claimed but never got to parse (it died) are taken over by this run
+    for orphan in warehouse.list_batches(ctx.engine, ctx.name, statuses=("received",)):
+        if orphan["run_id"] != ctx.run_id:
+            warehouse.update_batch(ctx.engine, ctx.name, orphan["batch_id"], run_id=ctx.run_id)
     batches = warehouse.list_batches(ctx.engine, ctx.name, run_id=ctx.run_id)
     rejected, totals = [], {"rows_in": 0, "rows_accepted": 0, "rows_quarantined": 0}
     limit = ctx.spec.quality.max_quarantine_share
@@ -259,10 +263,22 @@ def ingest_deliveries(ctx: StageContext) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- profile
+def _batches_for(ctx: StageContext, waiting: str) -> list[dict[str, Any]]:
+    """This run's live batches, plus batches of any run still waiting at this stage.
+
+    A run that failed part-way (say, ingest rejected one file) leaves its good batches
+    waiting; the next run picks them up, so nothing is stranded.
+    """
+    mine = warehouse.list_batches(ctx.engine, ctx.name, run_id=ctx.run_id, statuses=LIVE)
+    ids = {b["batch_id"] for b in mine}
+    return mine + [b for b in warehouse.list_batches(ctx.engine, ctx.name, statuses=(waiting,))
+                   if b["batch_id"] not in ids]
+
+
 def profile_batches(ctx: StageContext) -> dict[str, Any]:
-    """Profile every staged batch of this run: JSON and HTML reports in the lake."""
+    """Profile every staged batch of this run (and any left waiting): JSON and HTML reports in the lake."""
     done = []
-    for batch in warehouse.list_batches(ctx.engine, ctx.name, run_id=ctx.run_id, statuses=LIVE):
+    for batch in _batches_for(ctx, "staged"):
         prof = profile.profile_chunks(_iter_parquet(ctx.lake, staged_key(ctx.name, batch["source"], batch["batch_id"]),
                                                     ctx.workdir, ctx.settings.chunk_rows))
         prof.update(batch_id=batch["batch_id"], file_name=batch["file_name"], source=batch["source"])
@@ -287,7 +303,7 @@ def validate_batches(ctx: StageContext) -> dict[str, Any]:
     """
     suites = {name: validate.load_expectations(ctx.spec, name) for name in ctx.spec.sources}
     failures, warnings, passed = [], 0, 0
-    for batch in warehouse.list_batches(ctx.engine, ctx.name, run_id=ctx.run_id, statuses=LIVE):
+    for batch in _batches_for(ctx, "profiled"):
         chunks = _iter_parquet(ctx.lake, staged_key(ctx.name, batch["source"], batch["batch_id"]), ctx.workdir,
                                ctx.settings.chunk_rows, drop=("_batch_id", "_row_number"))
         report = validate.validate_chunks(chunks, suites[batch["source"]])

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +29,7 @@ class Settings:
     specs_dir: Path
     s3_endpoint_url: str | None
     chunk_rows: int
-    pseudonymisation_key: str | None
+    pseudonymisation_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -70,13 +71,14 @@ class Settings:
             return self.pseudonymisation_key
         key_file = self.home / "secrets" / "pseudonymisation.key"
         if not key_file.exists():
-            key_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = key_file.with_suffix(".tmp")
-            tmp.write_text(secrets.token_hex(32))
-            tmp.chmod(0o600)
+            key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(dir=key_file.parent, prefix=".key-")  # private (0600) and unique
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
             try:
                 os.link(tmp, key_file)  # first writer wins; never overwrite a key in use
             except FileExistsError:
                 pass
-            tmp.unlink(missing_ok=True)
+            finally:
+                os.unlink(tmp)
         return key_file.read_text().strip()

@@ -341,6 +341,13 @@ class DatasetSpec(_Frozen):
         leaking = sorted(forbidden & set(self.features))
         if leaking:
             raise ValueError(f"features include target or leakage columns {leaking}")
+        readers = ([(f"wrangle.derive {d.name!r}", [d.column]) for d in self.wrangle.derive]
+                   + [(f"training.history {h.name!r}", list(h.by)) for h in self.training.history]
+                   + [(f"training.joins {j.name!r}", list(j.keys)) for j in self.training.joins])
+        for what, columns in readers:
+            leaking = sorted(forbidden & set(columns))
+            if leaking:
+                raise ValueError(f"{what} reads target or leakage columns {leaking}")
         dropped = sorted(set(self.wrangle.drop) & set(self.features))
         if dropped:
             raise ValueError(f"features include dropped columns {dropped}")

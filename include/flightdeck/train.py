@@ -151,6 +151,8 @@ def select_model(X_train: pd.DataFrame, y_train: pd.Series, X_val: pd.DataFrame,
         val = score(yva, positive_proba(model, X_val))
         fitted[family] = (model, val)
         report(f"{family}-final", family, best_params[family], {f"val_{k}": v for k, v in val.items()})
+        leaderboard.append({"name": f"{family}-final", "family": family, "params": best_params[family],
+                            **{f"val_{k}": v for k, v in val.items()}})
     order = sorted((f for f in fitted if f != "dummy"), key=lambda f: fitted[f][1][metric],
                    reverse=metric != "log_loss")
     if not order:
@@ -166,8 +168,5 @@ def select_model(X_train: pd.DataFrame, y_train: pd.Series, X_val: pd.DataFrame,
                             **{f"val_{k}": v for k, v in ens_val.items()}})
         if better(ens_val[metric], val[metric], metric):
             chosen, model, val, params = "ensemble", ensemble, ens_val, {"members": order[:2]}
-    for entry in leaderboard:
-        if entry["name"] in fitted:
-            entry.update({f"val_{k}": v for k, v in fitted[entry["name"]][1].items()})
     return TrainingOutcome(chosen_name=chosen, model=model, params=params, validation=val, leaderboard=leaderboard,
                            prediction_fingerprint=prediction_fingerprint(positive_proba(model, X_val)))

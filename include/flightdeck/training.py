@@ -52,6 +52,13 @@ def current_dataset(ctx: StageContext) -> dict[str, Any]:
     return dict(json.loads(ctx.lake.read_bytes(manifest_key)))
 
 
+def window_bounds(start: str | None, end: str | None, zone: str) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+    """[start, end] inclusive local dates as [lo, hi) instants; a calendar day, not 24 h, across DST."""
+    lo = pd.Timestamp(start).tz_localize(zone) if start else None
+    hi = (pd.Timestamp(end) + pd.Timedelta(days=1)).tz_localize(zone) if end else None
+    return lo, hi
+
+
 def load_splits(ctx: StageContext, manifest: dict[str, Any],
                 window: tuple[str | None, str | None]) -> dict[str, pd.DataFrame]:
     """The dataset version's splits, optionally cut to a training window (inclusive local dates)."""
@@ -60,9 +67,7 @@ def load_splits(ctx: StageContext, manifest: dict[str, Any],
     start, end = window
     if start or end:
         ts = ctx.spec.event_time
-        zone = ctx.spec.timezone  # window dates are business (local) dates
-        lo = pd.Timestamp(start, tz=zone) if start else None
-        hi = pd.Timestamp(end, tz=zone) + pd.Timedelta(days=1) if end else None
+        lo, hi = window_bounds(start, end, ctx.spec.timezone)
         for n, frame in splits.items():
             mask = pd.Series(True, index=frame.index)
             if lo is not None:
@@ -110,10 +115,7 @@ def find_trained_version(ctx: StageContext, dataset_version: str, window: tuple[
     """The registered version trained on this dataset version, spec version and window, if any."""
     mlflow = _mlflow(ctx)
     client = mlflow.MlflowClient()
-    try:
-        versions = client.search_model_versions(f"name = '{_quote(ctx.spec.registered_model_name)}'")
-    except Exception:  # noqa: BLE001 - no registered model yet
-        return None
+    versions = client.search_model_versions(f"name = '{_quote(ctx.spec.registered_model_name)}'")
     for v in versions:
         if (v.tags.get("flightdeck.data_snapshot") == dataset_version
                 and v.tags.get("flightdeck.spec_version") == ctx.spec.fingerprint()

@@ -69,7 +69,7 @@ quarantine = sa.Table(
     sa.Column("batch_id", sa.String(64), primary_key=True),
     sa.Column("row_number", sa.BigInteger, primary_key=True, comment="1-based data row in the file"),
     sa.Column("reason", sa.String(32), primary_key=True),
-    sa.Column("column_name", sa.String(64), primary_key=True),
+    sa.Column("column_name", sa.String(512), primary_key=True, comment="column, or the key columns joined by ','"),
     sa.Column("entity_key", sa.Text),
     sa.Column("value", sa.Text),
     sa.Column("payload", sa.Text, comment="the row as delivered, JSON, PII pseudonymised"),

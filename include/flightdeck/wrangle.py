@@ -80,13 +80,15 @@ def attach_labels(features: pd.DataFrame, labels: pd.DataFrame | None, spec: Dat
         return out
     lab = labels.drop_duplicates(key, keep="last")
     lab = lab[[*key, spec.target.column]].rename(columns={spec.target.column: "_target_source"})
-    out = out.merge(lab, on=key, how="left", validate="many_to_one")
-    has_outcome = out["_target_source"].notna()
+    out = out.merge(lab, on=key, how="left", validate="many_to_one", indicator="_outcome")
+    delivered = out["_outcome"] == "both"  # an outcome row arrived (its value may still be missing)
+    has_value = out["_target_source"].notna()
     label = label_values(out["_target_source"], spec.target)
-    matched = out.index[has_outcome] if spec.target.when_missing == "drop" else out.index
+    # no outcome delivered yet: no label, whatever when_missing says
+    matched = out.index[delivered & has_value] if spec.target.when_missing == "drop" else out.index[delivered]
     out[spec.target.name] = pd.Series(pd.NA, index=out.index, dtype="Int8")
     out.loc[matched, spec.target.name] = label.loc[matched]
-    return out.drop(columns="_target_source")
+    return out.drop(columns=["_target_source", "_outcome"])
 
 
 def fit_wrangle(train: pd.DataFrame, spec: DatasetSpec) -> dict[str, Any]:
