@@ -49,8 +49,9 @@ up: install  ## start the Airflow UI (standalone) and the MLflow UI; Ctrl-C stop
 	echo "logs: $(FLIGHTDECK_HOME)/logs  (Ctrl-C stops both)"; \
 	wait $$AF
 
-bench: install  ## data-pipeline benchmark against the Parquet read floor
+bench: install  ## benchmarks (results in BENCHMARKS.md): data pipeline vs read floor, training vs lightgbm.train
 	$(BIN)/python benchmarks/bench_data_pipeline.py
+	cd benchmarks && ../$(BIN)/python bench_training.py
 
 lint: install
 	$(BIN)/ruff check include plugins dags tests benchmarks
