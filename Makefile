@@ -44,7 +44,7 @@ up: install  ## start the Airflow UI (standalone) and the MLflow UI; Ctrl-C stop
 	  > $(FLIGHTDECK_HOME)/logs/mlflow.log 2>&1 & ML=$$!; \
 	trap 'kill -TERM -$$AF -$$ML 2>/dev/null; wait' INT TERM EXIT; \
 	for i in $$(seq 120); do test -f $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated && break; sleep 1; done; \
-	echo "Airflow UI: http://localhost:8080  login: $$(cat $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated 2>/dev/null)"; \
+	echo "Airflow UI: http://localhost:8080  login: admin / $$($(BIN)/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["admin"])' $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated 2>/dev/null)"; \
 	echo "MLflow UI:  http://127.0.0.1:5000"; \
 	echo "logs: $(FLIGHTDECK_HOME)/logs  (Ctrl-C stops both)"; \
 	wait $$AF
