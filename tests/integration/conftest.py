@@ -71,3 +71,21 @@ def make_bucket(s3_client):
         return name
 
     return _make
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """A private FlightDeck home (lake, warehouse, MLflow) for one test, read by the operators from the env."""
+    monkeypatch.setenv("FLIGHTDECK_HOME", str(tmp_path / "fd"))
+    monkeypatch.setenv("FLIGHTDECK_PSEUDONYMISATION_KEY", "integration-key")
+    return tmp_path / "fd"
+
+
+@pytest.fixture
+def dags():
+    """The DAGs of the dags folder, parsed like the DAG processor does; no import errors allowed."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    assert not bag.import_errors, bag.import_errors
+    return bag.dags

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import date
 from pathlib import Path
 
@@ -12,29 +11,14 @@ import sqlalchemy as sa
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("FLIGHTDECK_HOME", str(tmp_path / "fd"))
-    monkeypatch.setenv("FLIGHTDECK_PSEUDONYMISATION_KEY", "integration-key")
-    return tmp_path / "fd"
-
-
-def _dag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
-    assert not bag.import_errors, bag.import_errors
-    return bag.dags["flights_data"]
-
-
-def test_data_dag_ingests_replayed_days_and_publishes_splits(airflow_db, home, flights_spec):
+def test_data_dag_ingests_replayed_days_and_publishes_splits(airflow_db, home, dags, flights_spec):
     from flightdeck import replay, warehouse
     from flightdeck.settings import Settings
     from flightdeck.storage import open_store
 
     settings = Settings.from_env()
     landed = replay.replay(flights_spec, open_store(settings.landing_uri), date(2013, 3, 1), date(2013, 3, 4))
-    run = _dag().test()
+    run = dags["flights_data"].test()
     assert run.state == "success", [(ti.task_id, ti.state) for ti in run.get_task_instances()]
 
     engine = warehouse.connect(settings.warehouse_url)
@@ -54,9 +38,8 @@ def test_data_dag_ingests_replayed_days_and_publishes_splits(airflow_db, home, f
     assert not list((Path(settings.landing_uri) / "flights").glob("*.csv")), "landed files archived"
 
 
-def test_second_use_case_runs_from_its_spec_alone(airflow_db, home):
+def test_second_use_case_runs_from_its_spec_alone(airflow_db, home, dags):
     """weather.yaml has no code of its own: its DAG is generated and runs end to end."""
-    from airflow.dag_processing.dagbag import DagBag
     from flightdeck import replay, warehouse
     from flightdeck.settings import Settings
     from flightdeck.spec import load_spec
@@ -65,8 +48,7 @@ def test_second_use_case_runs_from_its_spec_alone(airflow_db, home):
     settings = Settings.from_env()
     spec = load_spec(settings.specs_dir / "weather.yaml")
     landed = replay.replay(spec, open_store(settings.landing_uri), date(2013, 7, 1), date(2013, 7, 3))
-    dag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"]).dags["weather_data"]
-    run = dag.test()
+    run = dags["weather_data"].test()
     assert run.state == "success", [(ti.task_id, ti.state) for ti in run.get_task_instances()]
     batches = warehouse.list_batches(warehouse.connect(settings.warehouse_url), "weather")
     assert len(batches) == len(landed) == 6

@@ -2,42 +2,24 @@
 
 from __future__ import annotations
 
-import os
 from datetime import date
-from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("FLIGHTDECK_HOME", str(tmp_path / "fd"))
-    monkeypatch.setenv("FLIGHTDECK_PSEUDONYMISATION_KEY", "training-key")
-    return tmp_path / "fd"
-
-
-def _dags():
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
-    assert not bag.import_errors, bag.import_errors
-    return bag.dags
-
-
 def _states(run):
     return {ti.task_id: ti.state for ti in run.get_task_instances()}
 
 
-def test_training_dag_registers_a_tagged_challenger(airflow_db, home, flights_spec):
+def test_training_dag_registers_a_tagged_challenger(airflow_db, home, dags, flights_spec):
     import mlflow
     from flightdeck import replay
     from flightdeck.settings import Settings
     from flightdeck.storage import open_store
 
     settings = Settings.from_env()
-    dags = _dags()
     # before any data: the training run skips cleanly instead of failing
     early = dags["flights_training"].test()
     assert _states(early)["train"] == "skipped"
@@ -58,12 +40,17 @@ def test_training_dag_registers_a_tagged_challenger(airflow_db, home, flights_sp
         assert version.tags.get(tag), f"version tag {tag} missing"
     with pytest.raises(mlflow.exceptions.MlflowException):
         client.get_model_version_by_alias(name, "champion")  # registering never touches champion
-    parent = client.get_run(version.run_id) if version.run_id else None
-    assert parent is None or parent.data.tags["airflow.dag_id"] == "flights_training"
-    runs = client.search_runs([client.get_experiment_by_name("flightdeck/flights").experiment_id])
-    assert sum(1 for r in runs if r.data.tags.get("mlflow.parentRunId")) >= 4, "nested candidate runs"
-    artifacts = {a.path for a in client.list_artifacts(runs[-1].info.run_id)} if runs else set()
-    assert artifacts is not None
+    parent = client.get_run(version.run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["airflow.dag_id"] == "flights_training" and parent.data.tags["git.commit"]
+    runs = client.search_runs([parent.info.experiment_id])
+    nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert {r.data.tags["flightdeck.family"] for r in nested} >= {"dummy", "logistic", "random_forest", "lightgbm"}
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"evaluation", "spec", "data_reports"} <= artifacts
+    evaluation = {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(parent.info.run_id, "evaluation")}
+    assert {"leaderboard.json", "feature_layout.json", "environment.txt"} <= evaluation
+    assert {i.dataset.name.split("-")[1] for i in parent.inputs.dataset_inputs} == {"train", "validation", "test"}
 
     model = mlflow.pyfunc.load_model(f"models:/{name}@challenger")
     assert model.metadata.signature is not None
