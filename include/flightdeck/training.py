@@ -99,10 +99,12 @@ def _mlflow(ctx: StageContext) -> Any:
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(name)
     if exp is None:
-        artifacts = ctx.settings.home / "mlartifacts"
-        artifacts.mkdir(parents=True, exist_ok=True)
-        client.create_experiment(name, artifact_location=artifacts.as_uri(),
-                                 tags={"flightdeck.spec": ctx.name})
+        location = None  # a tracking server decides (e.g. its S3 --artifacts-destination)
+        if not ctx.settings.mlflow_tracking_uri.startswith(("http://", "https://", "databricks")):
+            artifacts = ctx.settings.home / "mlartifacts"  # embedded default: next to the SQLite store
+            artifacts.mkdir(parents=True, exist_ok=True)
+            location = artifacts.as_uri()
+        client.create_experiment(name, artifact_location=location, tags={"flightdeck.spec": ctx.name})
     mlflow.set_experiment(name)
     return mlflow
 
