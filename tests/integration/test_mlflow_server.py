@@ -16,7 +16,6 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-
 from flightdeck import replay, runners, training
 from flightdeck.settings import Settings
 from flightdeck.storage import open_store
