@@ -1,4 +1,4 @@
-"""The ``flightdeck`` command line: replay, bootstrap-suite, specs, catalog, quarantine, demo."""
+"""The ``flightdeck`` command line: specs, replay, bootstrap-suite, catalog, quarantine, train, demo."""
 
 from __future__ import annotations
 
@@ -92,6 +92,19 @@ def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    """Train and register a challenger outside Airflow (same code as the training DAG)."""
+    from flightdeck import runners, training
+
+    spec = _spec(settings, args.spec)
+    ctx = runners.StageContext(spec, settings, run_id=args.run_id, dag_id="flightdeck-cli")
+    trained = training.train_model(ctx, (args.window_start, args.window_end), force=args.force)
+    print(json.dumps({k: trained[k] for k in ("chosen", "validation", "test", "dataset_version")}, indent=2))
+    if args.register:
+        print(json.dumps(training.register_model(ctx, trained), indent=2))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from flightdeck.demo import run_demo
 
@@ -120,7 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec")
     p.add_argument("--limit", type=int, default=50)
     p.set_defaults(func=cmd_quarantine)
-    p = sub.add_parser("demo", help="replay deliveries and run the data DAG through the real scheduler")
+    p = sub.add_parser("train", help="train (and optionally register) a model on the current dataset version")
+    p.add_argument("spec")
+    p.add_argument("--window-start")
+    p.add_argument("--window-end")
+    p.add_argument("--force", action="store_true", help="retrain although this data was already trained on")
+    p.add_argument("--register", action="store_true", help="register the model and move the challenger alias")
+    p.add_argument("--run-id", default=f"cli__{date.today().isoformat()}")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("demo", help="replay deliveries and run the data and training DAGs through the real scheduler")
     p.add_argument("--spec", default="flights")
     p.add_argument("--start", default="2013-01-01")
     p.add_argument("--end", default="2013-01-31")
@@ -132,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args, Settings.from_env()))
-    except (SpecError, ValueError, RuntimeError, TimeoutError) as exc:
+    except (SpecError, ValueError, LookupError, RuntimeError, TimeoutError) as exc:
         print(f"flightdeck: error: {exc}", file=sys.stderr)
         return 2
 

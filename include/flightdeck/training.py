@@ -61,20 +61,20 @@ def window_bounds(start: str | None, end: str | None, zone: str) -> tuple[pd.Tim
 
 def load_splits(ctx: StageContext, manifest: dict[str, Any],
                 window: tuple[str | None, str | None]) -> dict[str, pd.DataFrame]:
-    """The dataset version's splits, optionally cut to a training window (inclusive local dates)."""
+    """The dataset version's splits; a training window (inclusive local dates) narrows the train split only."""
     prefix = f"datasets/{ctx.name}/{manifest['version_id']}"
     splits = {n: _read_parquet(ctx.lake, f"{prefix}/{n}.parquet", ctx.workdir) for n in ("train", "validation", "test")}
     start, end = window
     if start or end:
         ts = ctx.spec.event_time
         lo, hi = window_bounds(start, end, ctx.spec.timezone)
-        for n, frame in splits.items():
-            mask = pd.Series(True, index=frame.index)
-            if lo is not None:
-                mask &= frame[ts] >= lo
-            if hi is not None:
-                mask &= frame[ts] < hi
-            splits[n] = frame[mask]
+        frame = splits["train"]  # the window picks training data; validation and test stay the frozen holdouts
+        mask = pd.Series(True, index=frame.index)
+        if lo is not None:
+            mask &= frame[ts] >= lo
+        if hi is not None:
+            mask &= frame[ts] < hi
+        splits["train"] = frame[mask]
     return splits
 
 

@@ -84,9 +84,13 @@ def test_killed_training_registers_nothing_and_the_rerun_succeeds(prepared):
     assert training.register_model(prepared, trained)["version"] == "1", "registering twice does not duplicate"
 
 
-def test_training_window_without_data_fails_clearly_and_registers_nothing(prepared):
+def test_training_window_without_data_fails_clearly_and_registers_nothing(prepared, capsys):
     with pytest.raises(TrainingDataError, match="train split is empty"):
         training.train_model(prepared, window=("2012-01-01", "2012-01-31"))
+    from flightdeck.cli import main
+
+    assert main(["train", "flights", "--window-start", "2012-01-01", "--window-end", "2012-01-31"]) == 2
+    assert "train split is empty" in capsys.readouterr().err
     client = _client(prepared.settings)
     name = prepared.spec.registered_model_name
     try:
