@@ -82,7 +82,8 @@ def dataset_prefix(spec: str, version_id: str) -> str:
     return f"datasets/{spec}/{version_id}"
 
 
-def _read_parquet(store: Store, key: str, workdir: Path) -> pd.DataFrame:
+def read_lake_parquet(store: Store, key: str, workdir: Path) -> pd.DataFrame:
+    """Read one Parquet object of a store whole (a local copy first when it lives on S3)."""
     if hasattr(store, "path"):
         return pd.read_parquet(store.path(key))
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
@@ -330,7 +331,7 @@ def validate_batches(ctx: StageContext) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- wrangle
 def _load_batches(ctx: StageContext, batches: list[dict[str, Any]]) -> pd.DataFrame | None:
-    frames = [_read_parquet(ctx.lake, staged_key(ctx.name, b["source"], b["batch_id"]), ctx.workdir)
+    frames = [read_lake_parquet(ctx.lake, staged_key(ctx.name, b["source"], b["batch_id"]), ctx.workdir)
               for b in batches]
     if not frames:
         return None
@@ -381,7 +382,7 @@ def split_dataset(ctx: StageContext) -> dict[str, Any]:
     keys = sorted(o.key for o in ctx.lake.list(f"curated/{spec.name}/") if o.key.endswith(".parquet"))
     if not keys:
         raise ValueError(f"no curated data for spec {spec.name!r} yet: ingest and validate deliveries first")
-    frame = pd.concat([_read_parquet(ctx.lake, k, ctx.workdir) for k in keys], ignore_index=True)
+    frame = pd.concat([read_lake_parquet(ctx.lake, k, ctx.workdir) for k in keys], ignore_index=True)
     labelled = frame[frame[spec.target.name].notna()].sort_values([spec.event_time, *spec.entity_key])
     splits = split.time_split(labelled, spec.event_time, (spec.split.train, spec.split.validation, spec.split.test))
     problems = split.check_leakage(splits, spec)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from flightdeck import __version__, evaluate, features, train, warehouse
-from flightdeck.runners import StageContext, _read_parquet
+from flightdeck.runners import StageContext, read_lake_parquet
 from flightdeck.settings import REPO_ROOT
 
 CHALLENGER, CHAMPION = "challenger", "champion"
@@ -63,7 +63,8 @@ def load_splits(ctx: StageContext, manifest: dict[str, Any],
                 window: tuple[str | None, str | None]) -> dict[str, pd.DataFrame]:
     """The dataset version's splits; a training window (inclusive local dates) narrows the train split only."""
     prefix = f"datasets/{ctx.name}/{manifest['version_id']}"
-    splits = {n: _read_parquet(ctx.lake, f"{prefix}/{n}.parquet", ctx.workdir) for n in ("train", "validation", "test")}
+    splits = {n: read_lake_parquet(ctx.lake, f"{prefix}/{n}.parquet", ctx.workdir)
+              for n in ("train", "validation", "test")}
     start, end = window
     if start or end:
         ts = ctx.spec.event_time
