@@ -90,6 +90,10 @@ class SourceSpec(_Frozen):
     extra_columns: Literal["reject", "ignore"] = "reject"
     columns: dict[str, ColumnSpec]
 
+    def columns_of_type(self, *types: str) -> list[str]:
+        """Names of the declared columns of the given types, in declaration order."""
+        return [name for name, col in self.columns.items() if col.type in types]
+
     @field_validator("pattern")
     @classmethod
     def _one_star(cls, value: str) -> str:

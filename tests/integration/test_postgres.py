@@ -155,18 +155,9 @@ def test_connect_creates_the_tables(pg_url: str, engine: sa.Engine):
 def test_upsert_batch_replaces_the_row(engine: sa.Engine, spec_name: str):
     warehouse.upsert_batch(engine, _catalog_row(spec_name, "a" * 64))
     warehouse.upsert_batch(engine, _catalog_row(spec_name, "b" * 64))
-    warehouse.upsert_batch(
-        engine,
-        _catalog_row(
-            spec_name,
-            "a" * 64,
-            run_id="run-2",
-            status="staged",
-            rows_in=10,
-            rows_accepted=9,
-            rows_quarantined=1,
-        ),
-    )
+    replacement = _catalog_row(spec_name, "a" * 64, run_id="run-2", status="staged", rows_in=10, rows_accepted=9,
+                               rows_quarantined=1)
+    warehouse.upsert_batch(engine, replacement)
     assert _count(engine, warehouse.catalog, spec_name) == 2
     assert _count(engine, warehouse.catalog, spec_name, batch_id="a" * 64) == 1
     row = warehouse.get_batch(engine, spec_name, "a" * 64)
@@ -178,18 +169,7 @@ def test_upsert_batch_replaces_the_row(engine: sa.Engine, spec_name: str):
     )
     assert row["received_at"].tzinfo is not None
     # a re-run of the same upsert leaves one row with the same content
-    warehouse.upsert_batch(
-        engine,
-        _catalog_row(
-            spec_name,
-            "a" * 64,
-            run_id="run-2",
-            status="staged",
-            rows_in=10,
-            rows_accepted=9,
-            rows_quarantined=1,
-        ),
-    )
+    warehouse.upsert_batch(engine, replacement)
     assert _count(engine, warehouse.catalog, spec_name) == 2
     assert [
         b["batch_id"][0] for b in warehouse.list_batches(engine, spec_name, run_id="run-2")

@@ -23,6 +23,9 @@ import pytest
 import sqlalchemy as sa
 from flightdeck import ingest, runners, warehouse
 from flightdeck.replay import cut_deliveries, load_replay_source
+from flightdeck.spec import load_spec
+
+FLIGHTS_SPEC = Path(__file__).resolve().parents[2] / "include" / "specs" / "flights.yaml"
 
 DAY = date(2013, 3, 1)
 FILE = "flights_2013-03-01.csv"
@@ -68,29 +71,22 @@ def _engine(settings):
     return warehouse.connect(settings.warehouse_url)
 
 
-def _catalog(settings) -> list[dict[str, Any]]:
+def _rows(settings, table: sa.Table, order_by: Any = None) -> list[dict[str, Any]]:
+    query = sa.select(table) if order_by is None else sa.select(table).order_by(order_by)
     with _engine(settings).connect() as conn:
-        return [dict(r) for r in conn.execute(sa.select(warehouse.catalog)).mappings()]
+        return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def _catalog(settings) -> list[dict[str, Any]]:
+    return _rows(settings, warehouse.catalog)
 
 
 def _quarantine(settings) -> list[dict[str, Any]]:
-    with _engine(settings).connect() as conn:
-        return [
-            dict(r)
-            for r in conn.execute(
-                sa.select(warehouse.quarantine).order_by(warehouse.quarantine.c.row_number)
-            ).mappings()
-        ]
+    return _rows(settings, warehouse.quarantine, warehouse.quarantine.c.row_number)
 
 
 def _deliveries(settings) -> list[dict[str, Any]]:
-    with _engine(settings).connect() as conn:
-        return [
-            dict(r)
-            for r in conn.execute(
-                sa.select(warehouse.deliveries).order_by(warehouse.deliveries.c.id)
-            ).mappings()
-        ]
+    return _rows(settings, warehouse.deliveries, warehouse.deliveries.c.id)
 
 
 def _raw_files(settings) -> list[Path]:
@@ -254,16 +250,7 @@ def _parquet_bytes(frame: pd.DataFrame) -> bytes:
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     """The delivery with real column types, as a Parquet producer would write it."""
     out = frame.copy()
-    for name in (
-        "year",
-        "month",
-        "day",
-        "sched_dep_time",
-        "sched_arr_time",
-        "flight",
-        "hour",
-        "minute",
-    ):
+    for name in load_spec(FLIGHTS_SPEC).features_source.columns_of_type("int"):
         out[name] = out[name].astype("int64")
     out["distance"] = out["distance"].astype("float64")
     out["time_hour"] = pd.to_datetime(out["time_hour"], utc=True)

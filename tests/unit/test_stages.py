@@ -3,11 +3,15 @@ wrangling, derived columns, profiling and validation."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 from flightdeck import ingest, profile, split, validate, wrangle
-from flightdeck.spec import ColumnSpec
+from flightdeck.spec import ColumnSpec, load_spec
+
+FLIGHTS_SPEC = Path(__file__).resolve().parents[2] / "include" / "specs" / "flights.yaml"
 
 NA = ("", "NA")
 
@@ -365,16 +369,7 @@ def _schedule_rows() -> pd.DataFrame:
     frame.insert(0, "year", 2013)
     frame.insert(1, "month", 3)
     frame.insert(2, "day", 1)
-    for c in (
-        "year",
-        "month",
-        "day",
-        "sched_dep_time",
-        "sched_arr_time",
-        "flight",
-        "hour",
-        "minute",
-    ):
+    for c in load_spec(FLIGHTS_SPEC).features_source.columns_of_type("int"):
         frame[c] = frame[c].astype("Int64")
     frame["time_hour"] = pd.to_datetime(frame["time_hour"], utc=True)
     return frame
