@@ -1,4 +1,5 @@
-"""The ``flightdeck`` command line: specs, replay, bootstrap-suite, catalog, quarantine, train, demo."""
+"""The ``flightdeck`` command line: specs, replay, bootstrap-suite, catalog, quarantine, train, judge,
+score-card, promotions, rollback, demo."""
 
 from __future__ import annotations
 
@@ -105,6 +106,58 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_judge(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the checks and gates on a version outside Airflow (a manual run: its checks score 0.5 at most)."""
+    from flightdeck import gates, runners
+
+    ctx = runners.StageContext(_spec(settings, args.spec), settings, run_id=args.run_id, dag_id="flightdeck-cli")
+    verdict = gates.judge_version(ctx, args.version, run_type="manual",
+                                  min_ml_test_score=settings.min_ml_test_score)
+    if args.decide:
+        verdict = gates.decide(ctx, verdict)
+    print(json.dumps({k: verdict[k] for k in ("version", "decision", "reasons", "ml_test_score", "band",
+                                              "sections", "report_uri")}, indent=2))
+    return 0
+
+
+def cmd_score_card(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the ML Test Score of a version (default: the champion) as a table."""
+    from flightdeck import gates, runners
+
+    ctx = runners.StageContext(_spec(settings, args.spec), settings)
+    card = gates.score_version(ctx, args.version)
+    print(json.dumps(card.to_dict(), indent=2) if args.json else card.table())
+    return 0
+
+
+def cmd_promotions(args: argparse.Namespace, settings: Settings) -> int:
+    """List the promotion, rejection and rollback records of a spec, newest first."""
+    import sqlalchemy as sa
+
+    from flightdeck import warehouse
+
+    p = warehouse.promotions
+    query = sa.select(p).where(p.c.spec_name == args.spec).order_by(p.c.decided_at.desc()).limit(args.limit)
+    with warehouse.connect(settings.warehouse_url).connect() as conn:
+        for r in conn.execute(query).mappings():
+            score = "" if r["ml_test_score"] is None else f" score={r['ml_test_score']:g}"
+            print(f"{r['decided_at']:%Y-%m-%d %H:%M:%S} {r['action']:<8} version {r['model_version']:<4} "
+                  f"previous={r['previous_champion'] or '-'}{score} by {r['decided_by']}"
+                  + (f"\n    {r['reasons'].replace(chr(10), chr(10) + '    ')}" if r["reasons"] else ""))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    """Point champion back to previous_champion, and record who did it and why."""
+    import getpass
+
+    from flightdeck import gates, runners
+
+    ctx = runners.StageContext(_spec(settings, args.spec), settings, dag_id="flightdeck-cli")
+    print(json.dumps(gates.rollback(ctx, args.by or getpass.getuser(), args.reason), indent=2))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from flightdeck.demo import run_demo
 
@@ -141,6 +194,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--register", action="store_true", help="register the model and move the challenger alias")
     p.add_argument("--run-id", default=f"cli__{date.today().isoformat()}")
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("judge", help="run the ML Test Score checks and promotion gates on a version")
+    p.add_argument("spec")
+    p.add_argument("--version", help="registered version (default: the challenger)")
+    p.add_argument("--decide", action="store_true", help="also act on the verdict (promote or record rejection)")
+    p.add_argument("--run-id", default=f"cli__{date.today().isoformat()}")
+    p.set_defaults(func=cmd_judge)
+    p = sub.add_parser("score-card", help="print the ML Test Score of a model version as a table")
+    p.add_argument("spec")
+    p.add_argument("--version", help="registered version (default: the champion, else the challenger)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.set_defaults(func=cmd_score_card)
+    p = sub.add_parser("promotions", help="list promotions, rejections and rollbacks")
+    p.add_argument("spec")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_promotions)
+    p = sub.add_parser("rollback", help="point champion back to previous_champion")
+    p.add_argument("spec")
+    p.add_argument("--reason", default="", help="why (recorded with the rollback)")
+    p.add_argument("--by", help="who decided (default: the current user)")
+    p.set_defaults(func=cmd_rollback)
     p = sub.add_parser("demo", help="replay deliveries and run the data and training DAGs through the real scheduler")
     p.add_argument("--spec", default="flights")
     p.add_argument("--start", default="2013-01-01")

@@ -29,6 +29,7 @@ class Settings:
     specs_dir: Path
     s3_endpoint_url: str | None
     chunk_rows: int
+    min_ml_test_score: float = 0.0
     pseudonymisation_key: str | None = field(default=None, repr=False)
 
     @classmethod
@@ -48,6 +49,11 @@ class Settings:
             raise ValueError(f"{PREFIX}CHUNK_ROWS must be a whole number, got {chunk!r}") from None
         if chunk_rows < 1:
             raise ValueError(f"{PREFIX}CHUNK_ROWS must be positive, got {chunk_rows}")
+        min_score = get("MIN_ML_TEST_SCORE", "0")
+        try:
+            min_ml_test_score = float(min_score)
+        except ValueError:
+            raise ValueError(f"{PREFIX}MIN_ML_TEST_SCORE must be a number (0 to 7), got {min_score!r}") from None
         return cls(
             home=home,
             warehouse_url=get("WAREHOUSE_URL", f"sqlite:///{home / 'warehouse.db'}"),
@@ -57,6 +63,7 @@ class Settings:
             specs_dir=Path(get("SPECS_DIR", str(REPO_ROOT / "include" / "specs"))),
             s3_endpoint_url=env.get(PREFIX + "S3_ENDPOINT_URL") or None,
             chunk_rows=chunk_rows,
+            min_ml_test_score=min_ml_test_score,
             pseudonymisation_key=env.get(PREFIX + "PSEUDONYMISATION_KEY") or None,
         )
 

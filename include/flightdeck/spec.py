@@ -242,6 +242,62 @@ class TrainingSpec(_Frozen):
     min_train_rows: Annotated[int, Field(ge=1)] = 200
 
 
+class FeaturePolicySpec(_Frozen):
+    """Meta-level rules every model feature must follow (ML Test Score, Data 4)."""
+
+    deny: tuple[str, ...] = ()
+    sources: tuple[Literal["delivered", "derived", "joined", "history"], ...] = (
+        "delivered", "derived", "joined", "history")
+
+
+class InclusionSpec(_Frozen):
+    """Group metrics on a declared attribute (ML Test Score, Model 7)."""
+
+    attribute: str
+    max_gap: Annotated[float, Field(gt=0, le=1)] = 0.1
+    min_rows: Annotated[int, Field(ge=1)] = 200
+
+
+class GateSpec(_Frozen):
+    """Thresholds of the promotion gate; safe by default (TFX's Evaluator does not bless without them)."""
+
+    min_roc_auc: Annotated[float, Field(ge=0, le=1)] = 0.55
+    max_log_loss: Annotated[float, Field(gt=0)] = 0.693
+    max_calibration_error: Annotated[float, Field(gt=0, le=1)] = 0.05
+    regression_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.01
+    bootstrap_samples: Annotated[int, Field(ge=20, le=5000)] = 200
+    confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
+    baseline: Literal["logistic", "dummy"] = "logistic"
+    baseline_margin: Annotated[float, Field(ge=0, le=1)] = 0.01
+    slice_min_rows: Annotated[int, Field(ge=1)] = 200
+    slice_min_roc_auc: Annotated[float, Field(ge=0, le=1)] = 0.5
+    slice_max_drop: Annotated[float, Field(ge=0, le=1)] = 0.05
+    max_plausible_roc_auc: Annotated[float, Field(gt=0.5, le=1)] = 0.97
+    max_single_feature_roc_auc: Annotated[float, Field(gt=0.5, le=1)] = 0.9
+    feature_policy: FeaturePolicySpec = FeaturePolicySpec()
+    inclusion: InclusionSpec | None = None
+    sample_rows: Annotated[int, Field(ge=100)] = 20000
+    max_feature_ms_per_1k_rows: Annotated[float, Field(gt=0)] = 1000.0
+    canary_rows: Annotated[int, Field(ge=10)] = 2000
+    canary_max_ms_per_1k_rows: Annotated[float, Field(gt=0)] = 2000.0
+    canary_max_psi: Annotated[float, Field(gt=0)] = 0.25
+    freshness: str = "P30D"
+    max_model_age: str = "P30D"
+
+    _freshness = field_validator("freshness", "max_model_age")(lambda v: (parse_duration(v), v)[1])
+
+
+class ServingSpec(_Frozen):
+    """Precomputed batch scoring: where predictions go and how far ahead they are made."""
+
+    table: str | None = None
+    horizon: str = "P1D"
+    threshold: Annotated[float, Field(gt=0, lt=1)] | None = None
+
+    _table = field_validator("table")(lambda v: v if v is None else check_identifier(v, "serving.table"))
+    _horizon = field_validator("horizon")(lambda v: (parse_duration(v), v)[1])
+
+
 class ReplaySpec(_Frozen):
     """Where the replay command reads the full source and how it cuts it into deliveries."""
 
@@ -273,6 +329,8 @@ class DatasetSpec(_Frozen):
     quality: QualitySpec = QualitySpec()
     replay: ReplaySpec | None = None
     training: TrainingSpec = TrainingSpec()
+    gates: GateSpec = GateSpec()
+    serving: ServingSpec = ServingSpec()
     path: Path | None = Field(default=None, exclude=True)
 
     _name = field_validator("name")(lambda v: check_identifier(v, "spec name"))
@@ -352,6 +410,9 @@ class DatasetSpec(_Frozen):
             leaking = sorted(forbidden & set(columns))
             if leaking:
                 raise ValueError(f"{what} reads target or leakage columns {leaking}")
+        attribute = self.gates.inclusion.attribute if self.gates.inclusion else None
+        if attribute is not None and attribute not in known:
+            raise ValueError(f"gates.inclusion.attribute names unknown column {attribute!r}")
         dropped = sorted(set(self.wrangle.drop) & set(self.features))
         if dropped:
             raise ValueError(f"features include dropped columns {dropped}")
@@ -359,6 +420,21 @@ class DatasetSpec(_Frozen):
             if col.pii is not None and name in self.entity_key:
                 raise ValueError(f"PII column {name!r} cannot be part of the entity key")
         return self
+
+    @property
+    def predictions_table(self) -> str:
+        """The spec's predictions table in the warehouse (``serving.table`` or ``<name>_predictions``)."""
+        return self.serving.table or f"{self.name}_predictions"
+
+    def feature_origin(self, name: str) -> str:
+        """Where a feature comes from: ``delivered``, ``derived``, ``joined`` or ``history``."""
+        if name in {h.name for h in self.training.history}:
+            return "history"
+        if name in {c for j in self.training.joins for c in j.columns.values()}:
+            return "joined"
+        if name in {d.name for d in self.wrangle.derive}:
+            return "derived"
+        return "delivered"
 
     @property
     def registered_model_name(self) -> str:

@@ -97,6 +97,24 @@ SEARCH_SPACES: dict[str, Callable[[np.random.Generator], dict[str, Any]]] = {
 }
 
 
+# Hyperparameters set on purpose but not searched, each with its reason (ML Test Score, Model 3).
+PINNED_HYPERPARAMETERS: dict[str, dict[str, str]] = {
+    "lightgbm": {"random_state": "training.seed: reproducible fits",
+                 "n_jobs": "training.threads: a fixed thread count keeps fits bit-identical",
+                 "deterministic": "bit-identical fits on one machine",
+                 "force_row_wise": "bit-identical fits on one machine",
+                 "verbose": "logging only",
+                 "subsample": "row bagging fixed at 0.8: regularisation, budget kept for the searched knobs",
+                 "subsample_freq": "bag every iteration, with subsample"},
+    "random_forest": {"random_state": "training.seed: reproducible fits",
+                      "n_jobs": "training.threads",
+                      "max_samples": "0.5: bounds fit time and memory on small workers"},
+    "logistic": {"random_state": "training.seed: reproducible fits",
+                 "max_iter": "a convergence bound, not a capacity knob"},
+    "dummy": {"strategy": "prior: the baseline by definition"},
+}
+
+
 @dataclass
 class TrainingOutcome:
     chosen_name: str

@@ -12,6 +12,7 @@ import importlib.metadata
 import json
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,50 @@ def load_splits(ctx: StageContext, manifest: dict[str, Any],
 
 
 
+@dataclass
+class PreparedData:
+    """A dataset version's splits with the model's features built, as training saw them."""
+
+    splits: dict[str, pd.DataFrame]
+    frames: dict[str, pd.DataFrame]
+    layout: features.FeatureLayout
+    X: dict[str, pd.DataFrame]
+    y: dict[str, pd.Series]
+    prior: float
+
+
+def prepare_data(ctx: StageContext, dataset: dict[str, Any], window: tuple[str | None, str | None],
+                 check: bool = True) -> PreparedData:
+    """Load the splits and build the features exactly as training does (the gates reuse this)."""
+    spec = ctx.spec
+    splits = load_splits(ctx, dataset, window)
+    target = spec.target.name
+    if check:
+        for name in ("train", "validation"):
+            train.check_training_data(splits[name], splits[name][target], name,
+                                      spec.training.min_train_rows if name == "train" else 1)
+    pii_key = ctx.pii_key or ctx.settings.resolve_pseudonymisation_key()
+    references = features.load_references(spec, pii_key)
+    history = pd.concat(splits.values(), ignore_index=True)
+    prior = float(splits["train"][target].astype("float64").mean())
+    frames = {n: features.build_feature_frame(f.reset_index(drop=True), spec, references, history, prior)
+              for n, f in splits.items()}
+    layout = features.feature_layout(spec, frames["train"])
+    X = {n: features.select_features(f, layout) for n, f in frames.items()}
+    y = {n: f[target].astype(int) for n, f in frames.items()}
+    return PreparedData(splits, frames, layout, X, y, prior)
+
+
+def dataset_manifest(ctx: StageContext, version_id: str) -> dict[str, Any]:
+    """The manifest of one published dataset version."""
+    return dict(json.loads(ctx.lake.read_bytes(f"datasets/{ctx.name}/{version_id}/manifest.json")))
+
+
+def parse_window_tag(tag: str | None) -> tuple[str | None, str | None]:
+    start, _, end = (tag or "..").partition("..")
+    return start or None, end or None
+
+
 def pyfunc_model(pipeline: Any, layout: features.FeatureLayout) -> Any:
     """Wrap a fitted pipeline as an MLflow pyfunc that returns the positive-class probability."""
     from flightdeck.model import FlightDeckClassifier
@@ -144,20 +189,9 @@ def train_model(ctx: StageContext, window: tuple[str | None, str | None] = (None
             raise AlreadyTrained(f"version {existing.version} of {spec.registered_model_name} was trained on "
                                  f"dataset {dataset['version_id']} with window {window_tag(window)}; "
                                  "trigger with force=true to retrain")
-    splits = load_splits(ctx, dataset, window)
+    data = prepare_data(ctx, dataset, window)
+    splits, frames, layout, X, y = data.splits, data.frames, data.layout, data.X, data.y
     target = spec.target.name
-    for name in ("train", "validation"):
-        y = splits[name][target]
-        train.check_training_data(splits[name], y, name, spec.training.min_train_rows if name == "train" else 1)
-    pii_key = ctx.pii_key or ctx.settings.resolve_pseudonymisation_key()
-    references = features.load_references(spec, pii_key)
-    history = pd.concat(splits.values(), ignore_index=True)
-    prior = float(splits["train"][target].astype("float64").mean())
-    frames = {n: features.build_feature_frame(f.reset_index(drop=True), spec, references, history, prior)
-              for n, f in splits.items()}
-    layout = features.feature_layout(spec, frames["train"])
-    X = {n: features.select_features(f, layout) for n, f in frames.items()}
-    y = {n: f[target].astype(int) for n, f in frames.items()}
 
     mlflow = _mlflow(ctx)
     client = mlflow.MlflowClient()
@@ -171,6 +205,7 @@ def train_model(ctx: StageContext, window: tuple[str | None, str | None] = (None
                                          name=f"{spec.name}-{name}-{dataset['version_id']}")
             mlflow.log_input(ds, context=name)
         mlflow.log_params({"window_start": window[0], "window_end": window[1], "metric": spec.training.metric,
+                           "prior": data.prior,
                            "cv_folds": spec.training.cv_folds, "tuning_budget": spec.training.tuning_budget,
                            "seed": spec.training.seed, "features": ",".join(layout.columns),
                            "train_rows": len(X["train"]), "validation_rows": len(X["validation"])})
@@ -199,6 +234,7 @@ def train_model(ctx: StageContext, window: tuple[str | None, str | None] = (None
                                                 frames["validation"], list(spec.training.slices), importance,
                                                 f"{spec.name}: {outcome.chosen_name} on validation",
                                                 spec.training.threshold)
+            pd.DataFrame({"proba": val_proba}).to_parquet(out / "validation_predictions.parquet")  # reproducibility
             (out / "leaderboard.json").write_text(json.dumps(outcome.leaderboard, indent=2, default=str))
             (out / "feature_layout.json").write_text(json.dumps(layout.to_dict(), indent=2))
             (out / "unseen_categories_validation.json").write_text(json.dumps(unseen, indent=2))

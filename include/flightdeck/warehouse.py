@@ -1,4 +1,4 @@
-"""The warehouse database: catalog, deliveries, quarantine and dataset versions.
+"""The warehouse database: catalog, deliveries, quarantine, dataset versions and the gates' records.
 
 SQLite by default, any SQLAlchemy URL (e.g. ``postgresql+psycopg://...``) otherwise.
 Tables are created with ``CREATE TABLE IF NOT EXISTS`` on first use and only ever gain
@@ -90,6 +90,73 @@ dataset_versions = sa.Table(
     sa.Column("train_end", sa.DateTime(timezone=True)),
     sa.Column("validation_end", sa.DateTime(timezone=True)),
     sa.Column("test_end", sa.DateTime(timezone=True)),
+)
+
+
+test_evidence = sa.Table(
+    "fd_test_evidence", metadata,
+    sa.Column("model_name", sa.String(250), primary_key=True),
+    sa.Column("model_version", sa.String(32), primary_key=True, comment="'' for evidence about a code version"),
+    sa.Column("test_id", sa.String(16), primary_key=True, comment="ML Test Score id, e.g. data_1, infra_7"),
+    sa.Column("run_id", sa.String(250), primary_key=True),
+    sa.Column("section", sa.String(16), nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False, comment="automated | manual"),
+    sa.Column("outcome", sa.String(16), nullable=False, comment="pass | fail | not_run | error"),
+    sa.Column("metrics", sa.Text, comment="JSON"),
+    sa.Column("threshold", sa.Text, comment="JSON"),
+    sa.Column("artifact_uri", sa.Text),
+    sa.Column("detail", sa.Text),
+    sa.Column("dag_id", sa.String(250)),
+    sa.Column("run_type", sa.String(32), comment="scheduled | asset_triggered | manual | backfill | ci | attestation"),
+    sa.Column("code_version", sa.String(64)),
+    sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("valid_until", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_fd_test_evidence_code", "model_name", "code_version", "test_id"),
+)
+
+gate_results = sa.Table(
+    "fd_gate_results", metadata,
+    sa.Column("model_name", sa.String(250), primary_key=True),
+    sa.Column("model_version", sa.String(32), primary_key=True),
+    sa.Column("run_id", sa.String(250), primary_key=True),
+    sa.Column("gate", sa.String(32), primary_key=True),
+    sa.Column("hard", sa.Boolean, nullable=False),
+    sa.Column("passed", sa.Boolean, nullable=False),
+    sa.Column("value", sa.Float),
+    sa.Column("threshold", sa.Float),
+    sa.Column("detail", sa.Text),
+    sa.Column("figures", sa.Text, comment="JSON"),
+    sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+promotions = sa.Table(
+    "fd_promotions", metadata,
+    sa.Column("model_name", sa.String(250), primary_key=True),
+    sa.Column("model_version", sa.String(32), primary_key=True),
+    sa.Column("run_id", sa.String(250), primary_key=True, comment="gate run id, or rollback-<timestamp>"),
+    sa.Column("action", sa.String(16), primary_key=True, comment="promote | reject | rollback"),
+    sa.Column("spec_name", sa.String(64), nullable=False),
+    sa.Column("decided_by", sa.String(250), nullable=False, comment="dag_id/run_id, or the user"),
+    sa.Column("previous_champion", sa.String(32)),
+    sa.Column("ml_test_score", sa.Float),
+    sa.Column("sections", sa.Text, comment="JSON: section -> score"),
+    sa.Column("gates", sa.Text, comment="JSON: gate -> passed, value, threshold"),
+    sa.Column("reasons", sa.Text),
+    sa.Column("report_uri", sa.Text),
+    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+shadow_predictions = sa.Table(
+    "fd_shadow_predictions", metadata,
+    sa.Column("model_name", sa.String(250), primary_key=True),
+    sa.Column("model_version", sa.String(32), primary_key=True),
+    sa.Column("run_id", sa.String(250), primary_key=True),
+    sa.Column("row_id", sa.BigInteger, primary_key=True, comment="position in the canary sample"),
+    sa.Column("entity_key", sa.Text, nullable=False, comment="JSON of the spec's entity key"),
+    sa.Column("score", sa.Float),
+    sa.Column("champion_version", sa.String(32)),
+    sa.Column("champion_score", sa.Float),
+    sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 
@@ -196,3 +263,20 @@ def record_dataset_version(engine: Engine, row: Mapping[str, Any]) -> None:
 
 def to_json(value: Any) -> str:
     return json.dumps(value, default=str, sort_keys=True)
+
+
+def replace_rows(engine: Engine, table: sa.Table, where: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> None:
+    """Replace the rows matching ``where`` (column -> value) by ``rows``, in one transaction."""
+    with engine.begin() as conn:
+        conn.execute(table.delete().where(*(table.c[k] == v for k, v in where.items())))
+        if rows:
+            conn.execute(table.insert(), [dict(r) for r in rows])
+
+
+def select_rows(engine: Engine, table: sa.Table, where: Mapping[str, Any],
+                order_by: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Rows of ``table`` matching ``where`` (column -> value), as dicts."""
+    query = sa.select(table).where(*(table.c[k] == v for k, v in where.items()))
+    query = query.order_by(*(table.c[c] for c in order_by))
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(query).mappings()]

@@ -13,3 +13,8 @@ def training_data_asset(spec_name: str) -> Asset:
 def challenger_asset(spec_name: str) -> Asset:
     """Published when a new model version gets the ``challenger`` alias; schedules the gates."""
     return Asset(name=f"flightdeck.{spec_name}.challenger", uri=f"flightdeck://{spec_name}/challenger")
+
+
+def champion_asset(spec_name: str) -> Asset:
+    """Published when the gates move the ``champion`` alias; schedules (re)scoring."""
+    return Asset(name=f"flightdeck.{spec_name}.champion", uri=f"flightdeck://{spec_name}/champion")

@@ -145,4 +145,6 @@ class RegisterModelOperator(FlightDeckStageOperator):
         manifest = training.register_model(self.stage_context(context), trained)
         self.log.info("registered %s version %s as %s", manifest["registered_model"], manifest["version"],
                       manifest["alias"])
+        for outlet in self.outlets:  # the gate DAG judges exactly this version
+            context["outlet_events"][outlet].extra = {"version": manifest["version"]}
         return manifest
