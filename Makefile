@@ -31,8 +31,8 @@ install: $(BIN)/.installed  ## create the virtualenv and install the pinned stac
 demo: install  ## replay a month of flights and run the data DAG through the real scheduler
 	$(BIN)/flightdeck demo --start $(DEMO_START) --end $(DEMO_END)
 
-test: install  ## run the whole test suite
-	$(BIN)/python -m pytest
+test: install  ## run the whole test suite (and record its ML Test Score evidence in the warehouse)
+	FLIGHTDECK_EVIDENCE_URL=$${FLIGHTDECK_EVIDENCE_URL:-sqlite:///$(abspath $(FLIGHTDECK_HOME))/warehouse.db} $(BIN)/python -m pytest
 
 up: install  ## start the Airflow UI (standalone) and the MLflow UI; Ctrl-C stops both
 	$(BIN)/airflow db migrate >/dev/null

@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# Where the suite records its own ML Test Score evidence (Data 7, Infra 3); `make test` sets it.
+_EVIDENCE_URL = os.environ.get("FLIGHTDECK_EVIDENCE_URL")
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="flightdeck-tests-"))
 
 os.environ.update({
@@ -55,3 +57,29 @@ def airflow_db() -> None:
     from airflow.utils import db
 
     db.initdb()
+
+
+_OUTCOMES: dict[str, str] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" or report.outcome != "passed":
+        previous = _OUTCOMES.get(report.nodeid)
+        if previous != "failed":
+            _OUTCOMES[report.nodeid] = report.outcome
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Record what this session proved about the code version, when asked to (``make test`` does)."""
+    if not _EVIDENCE_URL or not _OUTCOMES:
+        return
+    from datetime import UTC, datetime
+
+    from flightdeck import gates, training
+
+    run_type = "ci" if os.environ.get("CI", "").lower() in ("1", "true", "yes") else "manual"
+    records = gates.record_suite_evidence(_EVIDENCE_URL, dict(_OUTCOMES), training.code_version(), run_type,
+                                          f"pytest__{datetime.now(UTC):%Y%m%dT%H%M%S}")
+    for ev in records:
+        session.config.get_terminal_writer().line(f"ML Test Score evidence: {ev.test_id} {ev.outcome} "
+                                                  f"({ev.detail}) for {ev.code_version}, run type {run_type}")

@@ -187,15 +187,26 @@ def calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
 
 
 def population_stability(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
-    """PSI of ``current`` against ``reference`` over the reference's quantile bins (0.1 small, 0.25 large)."""
-    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)))
-    if edges.size < 2:
-        return 0.0 if np.allclose(current, reference[0]) else float("inf")
-    ref = np.bincount(np.searchsorted(edges[1:-1], reference, side="right"), minlength=edges.size - 1)
-    cur = np.bincount(np.searchsorted(edges[1:-1], current, side="right"), minlength=edges.size - 1)
+    """PSI of ``current`` against ``reference`` (about 0.1: a small shift, above 0.25: a large one).
+
+    Continuous values use the reference's quantile bins; a reference with at most ``bins``
+    distinct values is compared value by value (quantile edges would merge its values into
+    one bin and hide any shift). Empty bins are clipped to 1e-6.
+    """
+    reference, current = np.asarray(reference, dtype=np.float64), np.asarray(current, dtype=np.float64)
+    if np.unique(reference).size <= bins:
+        values = np.unique(np.concatenate([reference, current]))
+        ref = np.searchsorted(values, reference)
+        cur = np.searchsorted(values, current)
+        size = values.size
+    else:
+        edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)))
+        ref = np.searchsorted(edges[1:-1], reference, side="right")
+        cur = np.searchsorted(edges[1:-1], current, side="right")
+        size = edges.size - 1
     eps = 1e-6
-    r = np.clip(ref / ref.sum(), eps, None)
-    c = np.clip(cur / cur.sum(), eps, None)
+    r = np.clip(np.bincount(ref, minlength=size) / max(reference.size, 1), eps, None)
+    c = np.clip(np.bincount(cur, minlength=size) / max(current.size, 1), eps, None)
     return float(np.sum((c - r) * np.log(c / r)))
 
 

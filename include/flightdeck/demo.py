@@ -1,4 +1,4 @@
-"""The demo: replay a month of flights and run the data DAG through the real scheduler.
+"""The demo: replay a month of flights and run the data, training and gate DAGs through the real scheduler.
 
 Starts ``airflow standalone`` (API server, scheduler, DAG processor, triggerer) as its
 own process group, triggers the data DAG, waits for the run, prints what landed where,
@@ -95,11 +95,12 @@ def run_demo(spec_name: str, start: date, end: date, timeout: float = 900.0) -> 
     log_path = settings.home / "logs" / "standalone.log"
     print(f"3/6 starting airflow standalone (log: {log_path})")
     proc = start_standalone(log_path)
-    training_id = f"{spec.name}_training"
+    training_id, gate_id = f"{spec.name}_training", f"{spec.name}_gate"
     try:
-        wait_for(lambda: {dag_id, training_id} <= set(airflow("dags", "list", "-o", "plain",
-                                                                check=False).stdout.split()),
-                 f"the DAG processor to parse {dag_id} and {training_id}", 300)
+        wait_for(lambda: {dag_id, training_id, gate_id} <= set(airflow("dags", "list", "-o", "plain",
+                                                                         check=False).stdout.split()),
+                 f"the DAG processor to parse {dag_id}, {training_id} and {gate_id}", 300)
+        airflow("dags", "unpause", gate_id)  # scheduled on the challenger Asset
         airflow("dags", "unpause", training_id)  # scheduled on the data DAG's Asset
         airflow("dags", "unpause", dag_id)
         # Unpausing lets the scheduler create the run of the latest interval; its sensor
@@ -121,6 +122,13 @@ def run_demo(spec_name: str, start: date, end: date, timeout: float = 900.0) -> 
                                               None), "the asset-triggered training run", 120)
             state = wait_for(lambda: finished(training_id, train_run), f"run {train_run}", timeout, interval=5)
             print(f"    run {train_run}: {state}")
+        if state == "success":
+            print(f"    the register task published the challenger Asset; waiting for the asset-triggered "
+                  f"{gate_id} run")
+            gate_run = wait_for(lambda: next((r for r in runs_of(gate_id) if r.startswith("asset_triggered")),
+                                             None), "the asset-triggered gate run", 120)
+            state = wait_for(lambda: finished(gate_id, gate_run), f"run {gate_run}", timeout, interval=5)
+            print(f"    run {gate_run}: {state}")
     finally:
         print("    stopping airflow standalone")
         stop(proc)
@@ -155,6 +163,7 @@ def summarise(settings: Settings, spec_name: str) -> None:
               f"validation={latest['validation_rows']} test={latest['test_rows']} (test = frozen holdout)")
         print(f"    manifest {latest['manifest_uri']}")
     print_registry(settings, spec_name)
+    print_gate(settings, spec_name)
     safe_url = sa.engine.make_url(settings.warehouse_url).render_as_string(hide_password=True)
     print(f"    lake {settings.lake_uri}  warehouse {safe_url}")
     print("    UI: 'make up' then http://localhost:8080 (login in the output of make up)")
@@ -173,7 +182,28 @@ def print_registry(settings: Settings, spec_name: str) -> None:
         print(f"    registry: no challenger of {name} yet")
         return
     tags = version.tags
-    print(f"    registry: {name} version {version.version} @challenger ({tags.get('flightdeck.chosen')}), "
+    all_aliases = client.get_registered_model(name).aliases
+    aliases = " ".join(f"@{a}" for a, v in sorted(all_aliases.items()) if str(v) == str(version.version))
+    print(f"    registry: {name} version {version.version} {aliases} ({tags.get('flightdeck.chosen')}), "
           f"validation ROC AUC {float(tags.get('validation.roc_auc', 'nan')):.3f}, "
           f"test ROC AUC {float(tags.get('test.roc_auc', 'nan')):.3f}")
     print(f"    MLflow UI: 'make up' then http://127.0.0.1:5000 (experiment flightdeck/{spec_name})")
+
+
+def print_gate(settings: Settings, spec_name: str) -> None:
+    """The ML Test Score of the judged version and the gate's decision."""
+    from flightdeck import gates, runners
+
+    ctx = runners.StageContext(load_spec(settings.specs_dir / f"{spec_name}.yaml"), settings)
+    p = warehouse.promotions
+    with warehouse.connect(settings.warehouse_url).connect() as conn:
+        last = conn.execute(sa.select(p).where(p.c.spec_name == spec_name).order_by(p.c.decided_at.desc())
+                            ).mappings().first()
+    if last is None:
+        print("    gates: no decision yet")
+        return
+    card = gates.score_version(ctx, last["model_version"])
+    print("\n".join("    " + line for line in card.table().splitlines()))
+    print(f"    gate decision for version {last['model_version']}: {last['action'].upper()} by {last['decided_by']}"
+          + (f"\n      {last['reasons']}" if last["reasons"] else " (every hard gate passed)"))
+    print(f"    report: {last['report_uri']}")

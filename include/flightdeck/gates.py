@@ -358,3 +358,39 @@ def rollback(ctx: StageContext, decided_by: str, reason: str = "") -> dict[str, 
     _record(ctx, verdict, "rollback", decided_by, current)
     return {"registered_model": name, "champion": target, "rolled_back": current,
             "previous_champion": before if before and before not in (target, current) else None}
+
+
+# ---------------------------------------------------------------- test-suite evidence (CI)
+# ML Test Score tests that the test suite itself runs, and the test files that run them.
+SUITE_TESTS: dict[str, tuple[str, ...]] = {
+    "data_7": ("tests/unit/test_features.py", "tests/unit/test_stages.py", "tests/unit/test_bad_input.py"),
+    "infra_3": ("tests/integration/",),
+}
+
+
+def record_suite_evidence(warehouse_url: str, outcomes: dict[str, str], code_version: str, run_type: str,
+                          run_id: str, freshness: str = "P30D") -> list[rubric.Evidence]:
+    """Record Data 7 and Infra 3 from a test session (test node id -> passed/failed/skipped).
+
+    Evidence is about the code version (model name and version empty); a group is recorded
+    only when at least one of its tests ran, and passes only when none failed.
+    """
+    checked_at = warehouse.now()
+    records = []
+    for test_id, prefixes in SUITE_TESTS.items():
+        mine = {n: o for n, o in outcomes.items() if n.startswith(prefixes)}
+        counts = {k: sum(1 for o in mine.values() if o == k) for k in ("passed", "failed", "skipped")}
+        if counts["passed"] + counts["failed"] == 0:
+            continue
+        records.append(rubric.Evidence(
+            test_id=test_id, mode="automated", outcome="fail" if counts["failed"] else "pass", model_name="",
+            model_version="", run_id=run_id, dag_id="pytest", run_type=run_type, code_version=code_version,
+            checked_at=checked_at, valid_until=checked_at + parse_duration(freshness), metrics=counts,
+            threshold={"failed": 0}, detail=f"{counts['passed']} passed, {counts['failed']} failed, "
+                                            f"{counts['skipped']} skipped in {', '.join(prefixes)}"))
+    engine = warehouse.connect(warehouse_url)
+    for ev in records:
+        warehouse.replace_rows(engine, warehouse.test_evidence,
+                               {"model_name": "", "model_version": "", "test_id": ev.test_id, "run_id": run_id},
+                               [ev.to_row()])
+    return records

@@ -137,6 +137,7 @@ class Evidence:
     def to_row(self) -> dict[str, Any]:
         row = asdict(self)
         row["section"] = self.section
+        row["checked_at"], row["valid_until"] = _utc(self.checked_at), _utc(self.valid_until)
         row["metrics"] = json.dumps(self.metrics, default=_json_default, sort_keys=True)
         row["threshold"] = json.dumps(self.threshold, default=_json_default, sort_keys=True)
         return row
@@ -159,7 +160,8 @@ def _json_default(value: Any) -> Any:
 
 
 def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    """Aware in UTC: naive values (SQLite drops the offset) are UTC already."""
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def credit(ev: Evidence, at: datetime) -> float:
@@ -302,7 +304,7 @@ def load_attestations(folder: Path | None) -> list[Attestation]:
         if raw["outcome"] not in ("pass", "fail"):
             raise AttestationError(f"{path}: outcome must be pass or fail, got {raw['outcome']!r}")
         for key in ("when", "expires"):
-            if not isinstance(raw[key], date):
+            if isinstance(raw[key], datetime) or not isinstance(raw[key], date):
                 raise AttestationError(f"{path}: {key} must be a date (YYYY-MM-DD), got {raw[key]!r}")
         if raw["expires"] <= raw["when"]:
             raise AttestationError(f"{path}: expires ({raw['expires']}) must be after when ({raw['when']})")

@@ -35,9 +35,9 @@ class JudgeChallengerOperator(FlightDeckStageOperator):
 
         ctx = self.stage_context(context)
         version = self.version or self._version_from_asset_event(context)
-        dag_run = context["dag_run"]
+        run_type = context["dag_run"].run_type
         try:
-            verdict = gates.judge_version(ctx, version or None, run_type=str(dag_run.run_type),
+            verdict = gates.judge_version(ctx, version or None, run_type=str(getattr(run_type, "value", run_type)),
                                           min_ml_test_score=ctx.settings.min_ml_test_score)
         except gates.GateError as exc:
             raise AirflowFailException(str(exc)) from exc
