@@ -205,5 +205,6 @@ def print_gate(settings: Settings, spec_name: str) -> None:
     card = gates.score_version(ctx, last["model_version"])
     print("\n".join("    " + line for line in card.table().splitlines()))
     print(f"    gate decision for version {last['model_version']}: {last['action'].upper()} by {last['decided_by']}"
-          + (f"\n      {last['reasons']}" if last["reasons"] else " (every hard gate passed)"))
+          + ("".join(f"\n      {r}" for r in last["reasons"].splitlines()) if last["reasons"]
+             else " (every hard gate passed)"))
     print(f"    report: {last['report_uri']}")

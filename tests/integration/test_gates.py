@@ -312,7 +312,7 @@ def test_a_model_whose_artifact_cannot_be_loaded_never_becomes_champion(env, fir
     version = _register_variant(env, "fault-unloadable", FlightDeckClassifier(pipeline, layout))
     client = _client(env)
     mv = client.get_model_version(env["spec"].registered_model_name, version)
-    location = client.get_logged_model(mv.model_id).artifact_location
+    location = client.get_logged_model(mv.source.removeprefix("models:/")).artifact_location
     pickled = Path(location.removeprefix("file://")) / "python_model.pkl"
     assert pickled.exists()
     pickled.write_bytes(b"not a pickle")
