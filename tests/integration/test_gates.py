@@ -191,6 +191,15 @@ def test_rerunning_a_gate_run_gives_the_same_decision_without_duplicates(env, fi
     assert _alias(env, "champion") == first_champion["version"]
 
 
+def test_a_version_below_the_configured_ml_test_score_is_not_promoted(env, first_champion):
+    from flightdeck import gates
+
+    verdict = gates.judge_version(_ctx(env, "gate-min-score"), first_champion["version"], run_type="manual",
+                                  min_ml_test_score=0.5)
+    assert verdict["decision"] == "reject"
+    assert [r.split(":")[0] for r in verdict["reasons"]] == ["ml_test_score"]  # monitoring scores 0 so far
+
+
 def _register_variant(env: dict[str, Any], run_id: str, python_model: Any) -> str:
     """Register a hand-made model with the lineage of the champion's training run (fault injection)."""
     import mlflow
