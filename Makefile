@@ -28,7 +28,7 @@ $(BIN)/.installed: requirements.txt pyproject.toml
 
 install: $(BIN)/.installed  ## create the virtualenv and install the pinned stack
 
-demo: install  ## replay a month of flights and run the data DAG through the real scheduler
+demo: install  ## replay a month of flights: data, training, gate and scoring DAGs through the real scheduler
 	$(BIN)/flightdeck demo --start $(DEMO_START) --end $(DEMO_END)
 
 test: install  ## run the whole test suite (and record its ML Test Score evidence in the warehouse)
@@ -49,9 +49,10 @@ up: install  ## start the Airflow UI (standalone) and the MLflow UI; Ctrl-C stop
 	echo "logs: $(FLIGHTDECK_HOME)/logs  (Ctrl-C stops both)"; \
 	wait $$AF
 
-bench: install  ## benchmarks (results in BENCHMARKS.md): data pipeline vs read floor, training vs lightgbm.train
+bench: install  ## benchmarks (results in BENCHMARKS.md): data pipeline, training, scoring (about 40 minutes)
 	$(BIN)/python benchmarks/bench_data_pipeline.py
 	cd benchmarks && ../$(BIN)/python bench_training.py
+	$(BIN)/python benchmarks/bench_scoring.py --rows 1000000 3000000
 
 lint: install
 	$(BIN)/ruff check include plugins dags tests benchmarks

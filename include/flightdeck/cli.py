@@ -1,5 +1,5 @@
 """The ``flightdeck`` command line: specs, replay, bootstrap-suite, catalog, quarantine, train, judge,
-score-card, promotions, rollback, demo."""
+score-card, promotions, rollback, score, lookup, demo."""
 
 from __future__ import annotations
 
@@ -158,6 +158,25 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_lookup(args: argparse.Namespace, settings: Settings) -> int:
+    """Precomputed predictions by (part of) the entity key or by partition."""
+    from flightdeck import scoring
+
+    rows = scoring.lookup_predictions(settings, args.spec, args.key or [], args.partition, args.limit)
+    print(scoring.format_predictions(rows, args.spec))
+    return 0 if rows else 1
+
+
+def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
+    """Score open (or named) partitions with the champion outside Airflow (same code as the scoring DAG)."""
+    from flightdeck import scoring
+
+    result = scoring.score_open_partitions(settings, args.spec, args.run_id, args.partition, args.force)
+    print(json.dumps({k: result[k] for k in ("model_version", "partitions", "rows", "example")}, indent=2,
+                     default=str))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from flightdeck.demo import run_demo
 
@@ -214,6 +233,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", default="", help="why (recorded with the rollback)")
     p.add_argument("--by", help="who decided (default: the current user)")
     p.set_defaults(func=cmd_rollback)
+    p = sub.add_parser("lookup", help="look up precomputed predictions by entity key or partition")
+    p.add_argument("spec")
+    p.add_argument("--key", action="append", metavar="COLUMN=VALUE",
+                   help="an entity-key column (repeat it; part of the key lists every match)")
+    p.add_argument("--partition", help="YYYY-MM-DD: the predictions of that partition")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_lookup)
+    p = sub.add_parser("score", help="score open (or named) partitions with the champion, outside Airflow")
+    p.add_argument("spec")
+    p.add_argument("--partition", action="append", help="YYYY-MM-DD to (re)score (repeat it); default: the open ones")
+    p.add_argument("--force", action="store_true", help="rescore open partitions this version already published")
+    p.add_argument("--run-id", default=None)
+    p.set_defaults(func=cmd_score)
     p = sub.add_parser("demo", help="replay deliveries and run the data and training DAGs through the real scheduler")
     p.add_argument("--spec", default="flights")
     p.add_argument("--start", default="2013-01-01")

@@ -1,4 +1,5 @@
-"""The demo: replay a month of flights and run the data, training and gate DAGs through the real scheduler.
+"""The demo: replay a month of flights and run the data, training, gate and scoring DAGs through the
+real scheduler.
 
 Starts ``airflow standalone`` (API server, scheduler, DAG processor, triggerer) as its
 own process group, triggers the data DAG, waits for the run, prints what landed where,
@@ -14,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +86,15 @@ def run_demo(spec_name: str, start: date, end: date, timeout: float = 900.0) -> 
     airflow("db", "migrate")
     warehouse.connect(settings.warehouse_url)
     print(f"2/6 replaying deliveries {start}..{end} into {settings.landing_uri}/{spec.name}/")
-    delivered = replay.replay(spec, open_store(settings.landing_uri, settings.s3_endpoint_url), start, end)
+    landing = open_store(settings.landing_uri, settings.s3_endpoint_url)
+    delivered = replay.replay(spec, landing, start, end)
     print(f"    {len(delivered)} files, {sum(d.rows for d in delivered)} rows")
+    # the next day's schedule, whose outcomes are not in yet: the partition the champion scores
+    tomorrow = end + timedelta(days=1)
+    replay.replay(spec, landing, tomorrow, tomorrow)
+    if spec.labels_source is not None:
+        landing.delete(f"{spec.name}/{replay.delivery_name(spec.labels_source.pattern, tomorrow)}")
+    print(f"    and the schedule of {tomorrow} (to be scored before its flights depart)")
     port = int(os.environ.get("AIRFLOW__API__PORT", "8080"))
     with socket.socket() as sock:
         if sock.connect_ex(("127.0.0.1", port)) == 0:
@@ -95,11 +103,12 @@ def run_demo(spec_name: str, start: date, end: date, timeout: float = 900.0) -> 
     log_path = settings.home / "logs" / "standalone.log"
     print(f"3/6 starting airflow standalone (log: {log_path})")
     proc = start_standalone(log_path)
-    training_id, gate_id = f"{spec.name}_training", f"{spec.name}_gate"
+    training_id, gate_id, scoring_id = f"{spec.name}_training", f"{spec.name}_gate", f"{spec.name}_scoring"
     try:
-        wait_for(lambda: {dag_id, training_id, gate_id} <= set(airflow("dags", "list", "-o", "plain",
-                                                                         check=False).stdout.split()),
-                 f"the DAG processor to parse {dag_id}, {training_id} and {gate_id}", 300)
+        wanted = {dag_id, training_id, gate_id, scoring_id}
+        wait_for(lambda: wanted <= set(airflow("dags", "list", "-o", "plain", check=False).stdout.split()),
+                 f"the DAG processor to parse {', '.join(sorted(wanted))}", 300)
+        airflow("dags", "unpause", scoring_id)  # scheduled on the champion Asset (and daily)
         airflow("dags", "unpause", gate_id)  # scheduled on the challenger Asset
         airflow("dags", "unpause", training_id)  # scheduled on the data DAG's Asset
         airflow("dags", "unpause", dag_id)
@@ -129,6 +138,16 @@ def run_demo(spec_name: str, start: date, end: date, timeout: float = 900.0) -> 
                                              None), "the asset-triggered gate run", 120)
             state = wait_for(lambda: finished(gate_id, gate_run), f"run {gate_run}", timeout, interval=5)
             print(f"    run {gate_run}: {state}")
+        if state == "success":
+            try:
+                score_run = wait_for(lambda: next((r for r in runs_of(scoring_id)
+                                                   if r.startswith("asset_triggered")), None),
+                                     "the champion-triggered scoring run", 120)
+                print(f"    the gate moved champion; the scoring DAG rescores the open partitions ({score_run})")
+                state = wait_for(lambda: finished(scoring_id, score_run), f"run {score_run}", timeout, interval=5)
+                print(f"    run {score_run}: {state}")
+            except TimeoutError:
+                print("    the gates did not move champion: nothing scored")
     finally:
         print("    stopping airflow standalone")
         stop(proc)
@@ -164,6 +183,10 @@ def summarise(settings: Settings, spec_name: str) -> None:
         print(f"    manifest {latest['manifest_uri']}")
     print_registry(settings, spec_name)
     print_gate(settings, spec_name)
+    from flightdeck import scoring
+
+    for line in scoring.demo_lines(settings, spec_name):
+        print("    " + line)
     safe_url = sa.engine.make_url(settings.warehouse_url).render_as_string(hide_password=True)
     print(f"    lake {settings.lake_uri}  warehouse {safe_url}")
     print("    UI: 'make up' then http://localhost:8080 (login in the output of make up)")

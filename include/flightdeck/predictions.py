@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -161,9 +162,10 @@ def ensure_tables(engine: Engine, spec: DatasetSpec) -> PredictionTable:
                 else:
                     conn.exec_driver_sql(f"CREATE VIEW IF NOT EXISTS {q(pt.view_name)} AS {select}")
             break
-        except (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError):
+        except sa.exc.DBAPIError:  # e.g. a duplicate type or "tuple concurrently updated": look again
             if attempt == 2:
                 raise
+            time.sleep(0.2 * (attempt + 1))
     _ENSURED.add(marker)
     return pt
 
@@ -189,11 +191,21 @@ def prediction_rows(pt: PredictionTable, keys: Mapping[str, Any], score: Any, la
 
 
 def _sqlite_rows(table: pa.Table) -> list[tuple[Any, ...]]:
-    columns = []
+    """Row tuples for ``executemany``; a constant column (run id, version, scored_at) is one repeated object."""
+    n = table.num_rows
+    columns: list[list[Any]] = []
     for col in table.columns:
+        text_like = pa.types.is_string(col.type) or pa.types.is_timestamp(col.type)
+        constant = n > 1 and text_like and col.null_count == 0 and pc.count_distinct(col).as_py() == 1
         if pa.types.is_timestamp(col.type):  # SQLAlchemy's SQLite DateTime text format
-            col = pc.strftime(col, format="%Y-%m-%d %H:%M:%S")
-        columns.append(col.to_pylist())
+            col = pc.strftime(col.slice(0, 1) if constant else col, format="%Y-%m-%d %H:%M:%S")
+        if constant:
+            columns.append([col[0].as_py()] * n)
+        elif col.null_count:
+            columns.append(col.to_pylist())
+        else:  # through numpy: several times faster than Arrow scalars
+            columns.append(col.to_numpy().tolist() if isinstance(col, pa.Array)
+                           else col.combine_chunks().to_numpy(zero_copy_only=False).tolist())
     return list(zip(*columns, strict=True))
 
 

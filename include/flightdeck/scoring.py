@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from datetime import date, timedelta
 from pathlib import Path
@@ -60,6 +61,16 @@ def resolve_champion(ctx: StageContext) -> dict[str, Any]:
     """
     model = load_model(ctx)
     return {"spec": ctx.name, **model.describe()}
+
+
+def current_champion_version(ctx: StageContext) -> str | None:
+    """The version ``@champion`` points to now (``None`` if none), without loading it."""
+    from flightdeck.serving import resolve_model
+
+    try:
+        return resolve_model(ctx.spec, ctx.settings).version
+    except NoChampionError:
+        return None
 
 
 # ---------------------------------------------------------------- which partitions
@@ -209,43 +220,66 @@ def score_partition(ctx: StageContext, partition: str, version: str | None = Non
             record("invalid", message, details=details)
             raise ScoringInputError(message)
         total = pf.metadata.num_rows
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
         if total and validate_batch:
             details["validation"] = validation = validate_partition(ctx, pf, partition)
+            timings["validate_s"] = time.perf_counter() - clock
             if not validation["success"]:
                 message = (f"partition {partition} of {spec.name!r} failed validation "
                            f"({validation['hard_failures']} hard expectations); not scored:\n{validation['summary']}")
                 record("invalid", message, details=details)
                 raise ScoringInputError(message)
         pt = predictions.ensure_tables(engine, spec)
-        spool = Path(tmp) / "scored.parquet"
         scored_at = warehouse.now()
         unknown: dict[str, int] = {}
-        rows = 0
-        with pq.ParquetWriter(spool, pt.arrow_schema, compression="lz4") as writer:
+        counted = {"rows": 0}
+        final = {**run, "unknown_categories": unknown, "details": details, "error": None}
+
+        def scored_batches() -> Iterator[pa.Table]:
             for batch in pf.iter_batches(batch_size=ctx.settings.chunk_rows, columns=needed):
                 scored = model.score_curated(batch.to_pandas())
                 for column, n in scored.unknown_categories.items():
                     unknown[column] = unknown.get(column, 0) + n
                 frame = scored.frame
-                writer.write_table(predictions.prediction_rows(
+                counted["rows"] += len(frame)
+                yield predictions.prediction_rows(
                     pt, frame, frame["score"].to_numpy(), frame["label"].to_numpy(), frame["feature_hash"].to_numpy(),
                     partition=partition, model_name=model.resolved.name, model_version=model.version,
-                    run_id=ctx.run_id, scored_at=scored_at))
-                rows += len(frame)
-        if total == 0:
-            log.warning("partition %s of %s is empty: publishing an empty partition", partition, spec.name)
-        if unknown:
-            log.warning("partition %s: categories the model never saw (scored in its unknown bucket): %s",
-                        partition, unknown)
-        published = predictions.publish_partition(
-            engine, spec, partition, _spool_batches(spool),
-            {**run, "unknown_categories": unknown, "details": details, "finished_at": warehouse.now(),
-             "error": None})
+                    run_id=ctx.run_id, scored_at=scored_at)
+            if total == 0:
+                log.warning("partition %s of %s is empty: publishing an empty partition", partition, spec.name)
+            if unknown:
+                log.warning("partition %s: categories the model never saw (scored in their unknown bucket): %s",
+                            partition, unknown)
+            final["finished_at"] = warehouse.now()
+
+        clock = time.perf_counter()
+        try:
+            if engine.dialect.name == "postgresql":
+                # COPY straight from the scoring loop inside the publishing transaction: the server
+                # loads chunk n while we score chunk n+1; MVCC keeps readers on the old set until commit
+                published = predictions.publish_partition(engine, spec, partition, scored_batches(), final)
+                timings["score_and_publish_s"] = time.perf_counter() - clock
+            else:
+                # SQLite has one writer at a time: score into a local spool first, hold the lock only to publish
+                spool = Path(tmp) / "scored.parquet"
+                with pq.ParquetWriter(spool, pt.arrow_schema, compression="lz4") as writer:
+                    for table in scored_batches():
+                        writer.write_table(table)
+                timings["score_s"] = time.perf_counter() - clock
+                clock = time.perf_counter()
+                published = predictions.publish_partition(engine, spec, partition, _spool_batches(spool), final)
+                timings["publish_s"] = time.perf_counter() - clock
+        except Exception as exc:  # the transaction rolled back: the previous predictions stay published
+            record("failed", f"{type(exc).__name__}: {exc}", details=details)
+            raise
+        rows = counted["rows"]
     if published != rows:
         raise AssertionError(f"partition {partition}: scored {rows} rows but published {published}")
     return {"spec": spec.name, "partition": partition, "rows": published, "empty": published == 0,
             "model_version": model.version, "model_uri": model.model_uri, "table": pt.name,
-            "unknown_categories": unknown,
+            "unknown_categories": unknown, "timings": {k: round(v, 3) for k, v in timings.items()},
             "validation": {k: v for k, v in details.get("validation", {}).items() if k != "summary"}}
 
 
@@ -281,3 +315,39 @@ def lookup_predictions(settings: Settings, spec_name: str, key_pairs: Sequence[s
     engine = warehouse.connect(settings.warehouse_url)
     key = predictions.parse_key_args(spec, key_pairs)
     return predictions.lookup(engine, spec, key=key, partition=partition, limit=limit)
+
+
+def format_predictions(rows: Sequence[dict[str, Any]], spec_name: str = "") -> str:
+    """Rows of a lookup as an aligned text table (what the CLI prints)."""
+    if not rows:
+        return f"no predictions{f' for {spec_name}' if spec_name else ''} match"
+    columns = [c for c in rows[0] if c not in ("model_name", "feature_hash")]
+    cells = [[f"{r[c]:.4f}" if c == "score" else str(r[c]) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def demo_lines(settings: Settings, spec_name: str) -> list[str]:
+    """What the demo prints after scoring: published partitions, an example lookup and its SQL."""
+    spec = load_spec(settings.specs_dir / f"{spec_name}.yaml")
+    engine = warehouse.connect(settings.warehouse_url)
+    published = predictions.latest_published(engine, spec.name)
+    if not published:
+        return [f"predictions: nothing published into {spec.predictions_table} yet"]
+    out = []
+    for part, run in sorted(published.items()):
+        out.append(f"predictions {spec.predictions_table} {part}: {run['rows']} rows by version "
+                   f"{run['model_version']} (run {run['run_id']})")
+    last = max(published)
+    sample = predictions.lookup(engine, spec, partition=last, limit=1)
+    if sample:
+        key = {k: sample[0][k] for k in spec.entity_key}
+        found = predictions.lookup(engine, spec, key=key)[0]
+        args = " ".join(f"--key {k}={v}" for k, v in key.items())
+        out.append(f"lookup: flightdeck lookup {spec.name} {args}")
+        out.append(f"  -> score {found['score']:.3f}, label {found['label']} (threshold "
+                   f"{spec.serving.threshold or spec.training.threshold}), version {found['model_version']}")
+        out.append(f"  SQL: {predictions.example_sql(spec)['by_key']}")
+    return out

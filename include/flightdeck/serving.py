@@ -268,6 +268,10 @@ class ServingModel:
         if missing:
             raise ScoringInputError(f"serving batch lacks column(s) {missing} needed by the features "
                                     f"of {self.resolved.model_uri}")
+        if len(curated) == 0:
+            return Scored(pd.DataFrame({**{k: curated[k] for k in self.spec.entity_key},
+                                        "score": pd.Series(dtype="float64"), "label": pd.Series(dtype="int8"),
+                                        "feature_hash": pd.Series(dtype="int64")}), {})
         X = self.feature_matrix(curated)
         score = self.predict_matrix(X)
         out = curated[list(self.spec.entity_key)].reset_index(drop=True)
@@ -312,8 +316,7 @@ class ServingModel:
         parsed = ingest.parse_rows(rows[list(source.columns)], spec, source, rules, 1, pii_key)
         accepted = parsed.accepted.drop(columns=["_batch_id", "_row_number"])
         curated = wrangle.wrangle_frame(accepted, None, spec)
-        scored = self.score_curated(curated) if len(curated) else Scored(
-            pd.DataFrame(columns=[*spec.entity_key, "score", "label", "feature_hash"]), {})
+        scored = self.score_curated(curated)
         frame = scored.frame
         frame.insert(0, "row_number", parsed.accepted["_row_number"].to_numpy())
         issues = parsed.issues[["row_number", "reason", "column_name", "value"]].sort_values("row_number")

@@ -24,6 +24,12 @@ def _dates(value: str | Sequence[str] | None) -> list[str]:
     return [str(v).strip() for v in items if str(v).strip() and str(v).strip() not in ("None", "[]")]
 
 
+def _run_type(context: Context) -> str:
+    """``scheduled``, ``asset_triggered``, ``manual`` or ``backfill``."""
+    run_type = getattr(context.get("dag_run"), "run_type", "")
+    return str(getattr(run_type, "value", run_type))
+
+
 def _run_day(context: Context, zone: str) -> date:
     """The run's business date (``run_after`` in the spec's time zone)."""
     import pendulum
@@ -60,8 +66,10 @@ class ScorablePartitionsSensor(BaseSensorOperator):
 
     Open partitions (schedules curated, outcomes not yet) up to the run's date plus the
     spec's horizon that this model version has not yet published from the same input; or
-    the partitions a backfill names (``partitions``), which are scored at once. Runs in
-    ``reschedule`` mode (no worker slot while waiting); skips the run if nothing comes.
+    the partitions a backfill names (``partitions``). Only scheduled runs wait (in
+    ``reschedule`` mode, no worker slot held), skipping the run if nothing comes; runs
+    triggered by a champion move or by hand score what is there now (possibly nothing).
+    If the champion moves while a run waits, the run skips so the move's own run goes next.
     """
 
     template_fields: Sequence[str] = ("spec_name", "model_version", "partitions", "force")
@@ -87,6 +95,11 @@ class ScorablePartitionsSensor(BaseSensorOperator):
         settings = Settings.from_env()
         spec = load_spec(settings.specs_dir / f"{self.spec_name}.yaml")
         ctx = StageContext(spec=spec, settings=settings, run_id=context["run_id"], dag_id=self.dag_id)
+        champion = scoring.current_champion_version(ctx)
+        if champion is not None and champion != str(self.model_version):
+            # the run queued behind this one (triggered by that move) scores with the new champion
+            raise AirflowSkipException(f"the champion moved from version {self.model_version} to {champion} "
+                                       "while waiting; the run its move triggered scores with it")
         requested = _dates(self.partitions)
         until = scoring.horizon_end(spec.serving.horizon, _run_day(context, spec.timezone))
         try:
@@ -95,7 +108,8 @@ class ScorablePartitionsSensor(BaseSensorOperator):
         except ScoringInputError as exc:
             raise AirflowFailException(str(exc)) from exc
         self.log.info("partitions to score with version %s (until %s): %s", self.model_version, until, parts)
-        return PokeReturnValue(is_done=bool(parts) or bool(requested), xcom_value=parts)
+        # only scheduled runs wait for schedules to arrive; a champion move or a person scores what is there now
+        return PokeReturnValue(is_done=bool(parts) or _run_type(context) != "scheduled", xcom_value=parts)
 
 
 class ScorePartitionOperator(FlightDeckStageOperator):

@@ -168,6 +168,12 @@ def test_scoring_dag_publishes_open_partitions_rescores_on_new_champion_and_back
     assert len(found) == 1 and found[0]["score"] == pytest.approx(row["score"])
     assert found[0]["label"] == int(row["score"] >= ctx.spec.training.threshold)
 
+    # nothing new to score: a run by hand scores nothing, touches nothing, and succeeds
+    idle = scoring_dag.test()
+    assert idle.state == "success", _states(idle)
+    assert _states(idle)["score"] in (["skipped"], []), _states(idle)
+    assert predictions.count_partition(ctx.engine, ctx.spec, OPEN[0])["run_id"] == run.run_id
+
     # re-running replaces, never duplicates
     again = scoring_dag.test(run_conf={"force": True})
     assert again.state == "success", _states(again)

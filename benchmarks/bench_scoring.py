@@ -1,0 +1,297 @@
+"""Benchmark: batch scoring of the champion into SQLite and PostgreSQL, against the floor and the naive path.
+
+Set-up (once, kept in ``--home``): a month of real flights (March 2013) through the data
+stages, a LightGBM champion trained by the training runners (``[dummy, lightgbm]``, no
+tuning, to keep the set-up short; the model itself is a full 300-tree LightGBM), and one
+unlabelled scoring partition per size: the month's curated rows replicated with ``year``
+shifted so keys stay unique (weather and history joins still hit).
+
+Then, per database and size, each in a fresh subprocess so peak RSS is its own:
+
+* ``floor``: the model's own ``predict_proba`` on the prepared feature matrix, plus a raw
+  bulk load of the finished rows (PostgreSQL: ``COPY`` of pre-serialised CSV; SQLite:
+  ``executemany`` of pre-built tuples) into the empty predictions table;
+* ``flightdeck``: ``scoring.score_partition``: GX validation of the batch, record batches
+  through the training feature code and the model into a spool, atomic publication;
+* ``naive``: ``pd.read_parquet``, the same feature code, ``pyfunc.predict``, ``DataFrame.to_sql``.
+
+Model loading (registry, references, history) is a fixed cost per task, reported apart.
+Usage: ``python benchmarks/bench_scoring.py [--rows 1000000 3000000] [--db sqlite postgres]``.
+Nothing here is asserted; figures are ratios measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import date
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path[:0] = [str(REPO / "include"), str(HERE)]
+
+from bench_data_pipeline import peak_rss_mib  # noqa: E402
+
+PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def set_env(home: Path, warehouse_url: str | None = None) -> None:
+    os.environ.update({"FLIGHTDECK_HOME": str(home), "FLIGHTDECK_SPECS_DIR": str(home / "specs"),
+                       "FLIGHTDECK_PSEUDONYMISATION_KEY": "bench-key", "MLFLOW_DISABLE_TELEMETRY": "true",
+                       "GX_ANALYTICS_ENABLED": "false"})
+    if warehouse_url:
+        os.environ["FLIGHTDECK_WAREHOUSE_URL"] = warehouse_url
+
+
+def partition_of(rows: int) -> str:
+    return f"2099-01-{(rows // 1_000_000) % 28 + 1:02d}" if rows >= 1_000_000 else "2099-02-01"
+
+
+def prepare(home: Path, sizes: list[int]) -> None:
+    """Data, champion and scoring partitions (kept between runs)."""
+    import yaml
+
+    if not (home / "READY").exists():
+        if home.exists():
+            shutil.rmtree(home)
+        shutil.copytree(REPO / "include" / "specs", home / "specs")
+        raw = yaml.safe_load((home / "specs" / "flights.yaml").read_text())
+        raw["training"].update(candidates=["dummy", "lightgbm"], tune_top=0, cv_folds=2)
+        for source in raw["sources"].values():  # replicated rows shift `year` to keep keys unique
+            source["columns"]["year"]["max"] = 3000
+        (home / "specs" / "flights.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        set_env(home)
+        import mlflow
+        from flightdeck import replay, runners, training
+        from flightdeck.settings import Settings
+        from flightdeck.spec import load_spec
+        from flightdeck.storage import open_store
+
+        settings = Settings.from_env()
+        spec = load_spec(settings.specs_dir / "flights.yaml")
+        replay.replay(spec, open_store(settings.landing_uri), date(2013, 3, 1), date(2013, 3, 31))
+        ctx = runners.StageContext(spec, settings, run_id="bench-data")
+        for stage in (runners.ingest_deliveries, runners.validate_batches, runners.curate_batches,
+                      runners.split_dataset):
+            stage(ctx)
+        tctx = runners.StageContext(spec, settings, run_id="bench-train", dag_id="flights_training")
+        version = training.register_model(tctx, training.train_model(tctx))["version"]
+        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+        mlflow.MlflowClient().set_registered_model_alias(spec.registered_model_name, "champion", version)
+        (home / "READY").write_text("ok")
+    set_env(home)
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from flightdeck.runners import curated_key
+    from flightdeck.settings import Settings
+    from flightdeck.storage import open_store
+
+    lake = open_store(Settings.from_env().lake_uri)
+    march = pd.concat([pd.read_parquet(lake.path(o.key)) for o in lake.list("curated/flights/")
+                       if o.key.endswith(".parquet") and "2013-03" in o.key], ignore_index=True)
+    for rows in sizes:
+        dest = lake.path(curated_key("flights", partition_of(rows)))
+        if dest.exists() and pq.ParquetFile(dest).metadata.num_rows == rows:
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        schema = pa.Schema.from_pandas(march, preserve_index=False)
+        with pq.ParquetWriter(dest, schema, compression="zstd") as writer:
+            done, copy = 0, 0
+            while done < rows:
+                part = march.head(rows - done).copy()
+                part["year"] = part["year"] + 1 + copy  # unique keys per copy; year is not a feature
+                part["departed_late"] = pd.array([pd.NA] * len(part), dtype="Int8")  # tomorrow's flights
+                writer.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False),
+                                   row_group_size=200_000)
+                done += len(part)
+                copy += 1
+
+
+# ---------------------------------------------------------------- workers (fresh subprocesses)
+def _context(run_id: str):  # type: ignore[no-untyped-def]
+    from flightdeck.runners import StageContext
+    from flightdeck.settings import Settings
+    from flightdeck.spec import load_spec
+
+    settings = Settings.from_env()
+    return StageContext(load_spec(settings.specs_dir / "flights.yaml"), settings, run_id=run_id)
+
+
+def _fresh_table(ctx):  # type: ignore[no-untyped-def]
+    from flightdeck import predictions
+
+    engine = ctx.engine
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP VIEW IF EXISTS flights_predictions_current")
+        conn.exec_driver_sql("DROP TABLE IF EXISTS flights_predictions")
+    return predictions.ensure_tables(engine, ctx.spec)
+
+
+def worker(kind: str, rows: int) -> dict[str, object]:
+    import pyarrow.parquet as pq
+    from flightdeck import predictions, scoring, warehouse
+    from flightdeck.runners import curated_key
+
+    ctx = _context(f"bench-{kind}-{rows}")
+    start = time.perf_counter()
+    model = scoring.load_model(ctx)
+    load_s = time.perf_counter() - start
+    pt = _fresh_table(ctx)
+    partition = partition_of(rows)
+    path = ctx.lake.path(curated_key("flights", partition))
+    out: dict[str, object] = {"kind": kind, "rows": rows, "db": ctx.engine.dialect.name, "load_s": load_s}
+    if kind == "flightdeck":
+        start = time.perf_counter()
+        manifest = scoring.score_partition(ctx, partition, model.version, model=model)
+        out.update(seconds=time.perf_counter() - start, timings=manifest["timings"], published=manifest["rows"])
+    elif kind == "floor":
+        import pandas as pd
+
+        frame = pq.read_table(path, columns=model.required_columns()).to_pandas()
+        X = pd.concat([model.feature_matrix(frame.iloc[i:i + 200_000]) for i in range(0, len(frame), 200_000)],
+                      ignore_index=True)
+        start = time.perf_counter()
+        score = model.predict_matrix(X)
+        predict_s = time.perf_counter() - start
+        finished = predictions.prediction_rows(
+            pt, frame, score, (score >= model.threshold).astype("int8"),
+            pd.util.hash_pandas_object(X, index=False).to_numpy().view("int64"), partition=partition,
+            model_name=model.resolved.name, model_version=model.version, run_id=ctx.run_id,
+            scored_at=warehouse.now())
+        del X, frame
+        cols = ", ".join(pt.columns)
+        if ctx.engine.dialect.name == "postgresql":
+            payload = predictions._csv_bytes(finished)  # noqa: SLF001 - the floor is the bare COPY
+            start = time.perf_counter()
+            with ctx.engine.begin() as conn, conn.connection.driver_connection.cursor() as cur, \
+                    cur.copy(f"COPY flights_predictions ({cols}) FROM STDIN (FORMAT csv)") as copy:
+                for i in range(0, len(payload), 1 << 24):
+                    copy.write(payload[i:i + (1 << 24)])
+        else:
+            tuples = predictions._sqlite_rows(finished)  # noqa: SLF001
+            marks = ", ".join("?" for _ in pt.columns)
+            start = time.perf_counter()
+            with ctx.engine.begin() as conn:
+                conn.exec_driver_sql(f"INSERT INTO flights_predictions ({cols}) VALUES ({marks})", tuples)
+        load_rows_s = time.perf_counter() - start
+        out.update(seconds=predict_s + load_rows_s, predict_s=predict_s, bulk_load_s=load_rows_s)
+    elif kind == "naive":
+        import mlflow.pyfunc
+        import pandas as pd
+        from flightdeck import features, wrangle
+
+        pyfunc = mlflow.pyfunc.load_model(model.model_uri)
+        start = time.perf_counter()
+        frame = pd.read_parquet(path)
+        prepared = features.build_feature_frame(wrangle.apply_wrangle(frame, ctx.spec, model.wrangle_params),
+                                                ctx.spec, model.references, model.history, model.prior)
+        X = features.select_features(prepared, model.layout)
+        score = pyfunc.predict(X)
+        result = prepared[list(ctx.spec.entity_key)].copy()
+        result["partition_date"] = partition
+        result["score"] = score
+        result["label"] = (score >= model.threshold).astype("int8")
+        result["model_name"] = model.resolved.name
+        result["model_version"] = model.version
+        result["run_id"] = ctx.run_id
+        result["scored_at"] = warehouse.now()
+        result["feature_hash"] = pd.util.hash_pandas_object(X, index=False).to_numpy().view("int64")
+        result.to_sql("flights_predictions", ctx.engine, if_exists="append", index=False)
+        out.update(seconds=time.perf_counter() - start)
+    with ctx.engine.connect() as conn:
+        out["rows_in_table"] = conn.exec_driver_sql("SELECT count(*) FROM flights_predictions").scalar()
+    out["peak_rss_mib"] = peak_rss_mib()
+    return out
+
+
+def run_worker(home: Path, url: str, kind: str, rows: int) -> dict[str, object]:
+    env = {**os.environ, "FLIGHTDECK_WAREHOUSE_URL": url}
+    proc = subprocess.run([sys.executable, __file__, "--home", str(home), "--worker", kind, "--rows", str(rows)],
+                          env=env, capture_output=True, text=True, check=False)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode or not lines:
+        raise RuntimeError(f"{kind} {rows} failed:\n{proc.stderr[-3000:]}")
+    return dict(json.loads(lines[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 3_000_000])
+    parser.add_argument("--db", nargs="+", default=["sqlite", "postgres"], choices=["sqlite", "postgres"])
+    parser.add_argument("--pg-url", default=os.environ.get("FLIGHTDECK_TEST_POSTGRES_URL", PG_DEFAULT))
+    parser.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "flightdeck-bench-scoring")
+    parser.add_argument("--kinds", nargs="+", default=["floor", "flightdeck", "naive"])
+    parser.add_argument("--worker")
+    args = parser.parse_args()
+    if args.worker:
+        set_env(args.home)
+        print(json.dumps(worker(args.worker, args.rows[0]), default=str))
+        return
+    started = time.perf_counter()
+    prepare(args.home, args.rows)
+    print(f"set-up ready in {time.perf_counter() - started:.0f}s ({args.home})", flush=True)
+    import sqlalchemy as sa
+
+    results = []
+    for db in args.db:
+        schema = None
+        if db == "postgres":
+            schema = f"fd_bench_{uuid.uuid4().hex[:10]}"
+            admin = sa.create_engine(args.pg_url, isolation_level="AUTOCOMMIT")
+            try:
+                with admin.connect() as conn:
+                    conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+            except sa.exc.OperationalError as exc:
+                print(f"PostgreSQL at {sa.make_url(args.pg_url).render_as_string(hide_password=True)} unreachable, "
+                      f"skipped ({exc.orig}); set --pg-url or FLIGHTDECK_TEST_POSTGRES_URL", flush=True)
+                args.db = [d for d in args.db if d != "postgres"]
+                continue
+            url = sa.make_url(args.pg_url).update_query_dict({"options": f"-csearch_path={schema}"}) \
+                .render_as_string(hide_password=False)
+        try:
+            for rows in args.rows:
+                for kind in args.kinds:
+                    if db == "sqlite":
+                        db_file = args.home / f"bench-{kind}.db"
+                        for suffix in ("", "-wal", "-shm"):
+                            Path(f"{db_file}{suffix}").unlink(missing_ok=True)
+                        url = f"sqlite:///{db_file}"
+                    r = run_worker(args.home, url, kind, rows)
+                    r["db"] = db
+                    results.append(r)
+                    print(json.dumps(r, default=str), flush=True)
+        finally:
+            if schema:
+                with admin.connect() as conn:
+                    conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+                admin.dispose()
+    print("\n| database | rows | path | seconds | rows/s | x floor | naive / path | peak RSS MiB | notes |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for db in args.db:
+        for rows in args.rows:
+            by = {r["kind"]: r for r in results if r["db"] == db and r["rows"] == rows}
+            floor, naive = by.get("floor"), by.get("naive")
+            for kind in args.kinds:
+                r = by[kind]
+                secs = float(r["seconds"])  # type: ignore[arg-type]
+                ratio = f"{secs / float(floor['seconds']):.2f}" if floor else "-"  # type: ignore[arg-type]
+                vs_naive = f"{float(naive['seconds']) / secs:.2f}" if naive else "-"  # type: ignore[arg-type]
+                note = {"floor": f"predict {r.get('predict_s', 0):.2f}s + bulk load {r.get('bulk_load_s', 0):.2f}s",
+                        "flightdeck": "; ".join(f"{k} {v:.2f}" for k, v in dict(r.get("timings", {})).items()),
+                        "naive": "read_parquet, features, pyfunc.predict, to_sql"}[kind]
+                print(f"| {db} | {rows:,} | {kind} | {secs:.2f} | {rows / secs:,.0f} | {ratio} | {vs_naive} | "
+                      f"{float(r['peak_rss_mib']):.0f} | {note}; model load {float(r['load_s']):.1f}s |")
+    print(f"\ntotal {time.perf_counter() - started:.0f}s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Prediction tables and scoring on a real PostgreSQL server: COPY publication, atomicity, lookups.
+
+Needs ``FLIGHTDECK_TEST_POSTGRES_URL`` (e.g. ``postgresql+psycopg://postgres@127.0.0.1:5432/test``).
+Without it the tests are skipped, except under CI (``CI`` set), where they fail. Every
+session works in a schema of its own, dropped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from flightdeck import predictions, warehouse
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+import test_predictions as shared  # noqa: E402  (row builders and the killed writer, shared with SQLite)
+from test_scoring_dag import OPEN, copy_home, env_for  # noqa: E402
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    url = os.environ.get("FLIGHTDECK_TEST_POSTGRES_URL")
+    if not url:
+        reason = "FLIGHTDECK_TEST_POSTGRES_URL is not set (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}, and CI is set: PostgreSQL tests must run in CI")
+        pytest.skip(reason)
+    schema = f"fd_scoring_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    scoped = sa.make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
+    scoped_url = scoped.render_as_string(hide_password=False)
+    try:
+        yield scoped_url
+    finally:
+        warehouse.connect(scoped_url).dispose()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def engine(pg_url: str):
+    engine = warehouse.connect(pg_url)
+    predictions.ensure_tables(engine, shared.load_spec(shared.FLIGHTS_SPEC))
+    with engine.begin() as conn:  # tests share the session's schema: start each from empty tables
+        conn.exec_driver_sql("TRUNCATE flights_predictions, fd_scoring_runs")
+    return engine
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return shared.load_spec(shared.FLIGHTS_SPEC)
+
+
+def test_copy_publication_replaces_partitions_and_binds_values(engine, spec):
+    assert engine.dialect.name == "postgresql"
+    assert shared.publish(engine, spec, shared.make_rows(spec, 1000)) == 1000
+    assert shared.publish(engine, spec, shared.make_rows(spec, 50, partition="2013-04-12"), "2013-04-12") == 50
+    again = shared.make_rows(spec, 700, version="2", run_id="run-2")
+    assert shared.publish(engine, spec, again, run_id="run-2") == 700
+    assert shared.publish(engine, spec, again, run_id="run-2") == 700  # a re-run never duplicates
+    assert predictions.count_partition(engine, spec, "2013-04-11") == {
+        "rows": 700, "versions": 1, "model_version": "2", "run_ids": 1, "run_id": "run-2"}
+    assert predictions.count_partition(engine, spec, "2013-04-12")["rows"] == 50
+    row = predictions.lookup(engine, spec, partition="2013-04-11", limit=1)[0]
+    key = {k: row[k] for k in spec.entity_key}
+    assert predictions.lookup(engine, spec, key=key)[0]["score"] == pytest.approx(row["score"])
+    assert predictions.lookup(engine, spec, key={"carrier": "UA' OR '1'='1"}) == []
+    assert row["scored_at"].tzinfo is not None
+    # an empty batch publishes an empty partition
+    assert shared.publish(engine, spec, shared.make_rows(spec, 0, run_id="run-3"), run_id="run-3") == 0
+    assert predictions.count_partition(engine, spec, "2013-04-11")["rows"] == 0
+    runs = predictions.list_runs(engine, "flights", "2013-04-11")
+    assert [(r["run_id"], r["rows"], r["status"]) for r in runs][0] == ("run-3", 0, "published")
+
+
+def test_readers_see_the_old_or_the_new_complete_partition_on_postgres(engine, spec):
+    small, large = shared.make_rows(spec, 2000), shared.make_rows(spec, 6000, version="2", run_id="run-2")
+    shared.publish(engine, spec, small)
+    seen: set[tuple[int, int]] = set()
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            c = predictions.count_partition(engine, spec, "2013-04-11")
+            seen.add((c["rows"], c["versions"]))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for i in range(10):
+            shared.publish(engine, spec, large if i % 2 == 0 else small, run_id=f"run-{i}")
+    finally:
+        stop.set()
+        reader.join()
+    assert seen <= {(2000, 1), (6000, 1)} and seen, seen
+
+
+def test_a_copy_killed_mid_write_leaves_the_published_state_and_the_retry_completes(engine, spec, pg_url, tmp_path):
+    shared.publish(engine, spec, shared.make_rows(spec, 300))
+    new = shared.make_rows(spec, 4000, version="2", run_id="run-2", first_flight=5000)
+    shared.kill_mid_write(pg_url, shared.FLIGHTS_SPEC, new, tmp_path)
+    assert predictions.count_partition(engine, spec, "2013-04-11") == {
+        "rows": 300, "versions": 1, "model_version": "1", "run_ids": 1, "run_id": "run-1"}
+    assert shared.publish(engine, spec, new, run_id="run-2") == 4000  # the retry
+    assert predictions.count_partition(engine, spec, "2013-04-11") == {
+        "rows": 4000, "versions": 1, "model_version": "2", "run_ids": 1, "run_id": "run-2"}
+
+
+@pytest.mark.slow
+def test_scoring_runner_publishes_into_postgres(engine, pg_url, tmp_path, monkeypatch):
+    """The champion scores real curated partitions into PostgreSQL; a re-run replaces them."""
+    from flightdeck import scoring
+    from flightdeck.runners import StageContext, curated_key
+    from flightdeck.settings import Settings
+    from flightdeck.spec import load_spec
+
+    home = copy_home(tmp_path / "fd")
+    for name, value in env_for(home).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("FLIGHTDECK_WAREHOUSE_URL", pg_url)
+    settings = Settings.from_env()
+    ctx = StageContext(load_spec(settings.specs_dir / "flights.yaml"), settings, run_id="pg-run")
+    model = scoring.load_model(ctx)
+    parts = scoring.partitions_to_score(ctx, model.version, OPEN)
+    for _ in range(2):
+        for day in parts:
+            manifest = scoring.score_partition(ctx, day, model.version, model=model)
+            curated = pd.read_parquet(ctx.lake.path(curated_key("flights", day)))
+            assert manifest["rows"] == len(curated)
+            assert predictions.count_partition(ctx.engine, ctx.spec, day) == {
+                "rows": len(curated), "versions": 1, "model_version": model.version, "run_ids": 1,
+                "run_id": "pg-run"}
+    published = predictions.latest_published(ctx.engine, "flights")
+    assert sorted(published) == OPEN and all(r["status"] == "published" for r in published.values())
