@@ -14,7 +14,7 @@ import pendulum
 from airflow.sdk import DAG
 from flightdeck.settings import Settings
 from flightdeck.spec import discover_specs
-from flightdeck_airflow.assets import training_data_asset
+from flightdeck_airflow.assets import curated_asset, training_data_asset
 from flightdeck_airflow.operators import (
     IngestDeliveriesOperator,
     ProfileBatchesOperator,
@@ -43,7 +43,7 @@ for spec in discover_specs(Settings.from_env().specs_dir):
         ingest = IngestDeliveriesOperator(task_id="ingest")
         profile = ProfileBatchesOperator(task_id="profile")
         validate = ValidateBatchesOperator(task_id="validate")
-        wrangle = WrangleBatchesOperator(task_id="wrangle")
+        wrangle = WrangleBatchesOperator(task_id="wrangle", outlets=[curated_asset(spec.name)])
         split = SplitDatasetOperator(task_id="split", outlets=[training_data_asset(spec.name)])
         wait >> ingest >> profile >> validate >> wrangle >> split
     globals()[dag.dag_id] = dag

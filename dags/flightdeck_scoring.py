@@ -2,9 +2,9 @@
 
 champion (models:/<name>@champion, exact version) -> wait_for_partitions -> score[partition]* -> report
 
-Runs daily in the evening of the spec's time zone (scoring the next day's schedules as
-soon as the data DAG has curated them), and whenever the gates move the `champion` alias
-(Asset), so a newly promoted model rescores the open partitions. Trigger by hand with the
+Runs when the data DAG has curated newly landed deliveries (Asset), whenever the gates
+move the `champion` alias (Asset), so a newly promoted model rescores the open
+partitions, and daily in the evening of the spec's time zone as a safety net. Trigger by hand with the
 Params `partitions` (backfill: dates to (re)score, comma separated) and `force`.
 
 Each partition is validated with the spec's GX suite, streamed through the training-time
@@ -21,7 +21,7 @@ import pendulum
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param
 from flightdeck.settings import Settings
 from flightdeck.spec import discover_specs
-from flightdeck_airflow.assets import champion_asset
+from flightdeck_airflow.assets import champion_asset, curated_asset
 from flightdeck_airflow.scoring import (
     ResolveChampionOperator,
     ScorablePartitionsSensor,
@@ -38,7 +38,7 @@ for spec in discover_specs(Settings.from_env().specs_dir):
         doc_md=__doc__ + f"\n\nSpec `{spec.name}` ({spec.fingerprint()}): model `{spec.registered_model_name}"
                          f"@champion`, table `{spec.predictions_table}`, horizon {spec.serving.horizon}.",
         schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 20 * * *", timezone=spec.timezone),
-                                     assets=champion_asset(spec.name)),
+                                     assets=champion_asset(spec.name) | curated_asset(spec.name)),
         start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
         catchup=False,
         max_active_runs=1,

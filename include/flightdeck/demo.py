@@ -131,6 +131,7 @@ def run_demo(spec_name: str, start: date, end: date, timeout: float = 900.0) -> 
                                               None), "the asset-triggered training run", 120)
             state = wait_for(lambda: finished(training_id, train_run), f"run {train_run}", timeout, interval=5)
             print(f"    run {train_run}: {state}")
+        earlier_scoring = set(runs_of(scoring_id))  # e.g. the curated-data run, with no champion yet
         if state == "success":
             print(f"    the register task published the challenger Asset; waiting for the asset-triggered "
                   f"{gate_id} run")
@@ -140,8 +141,8 @@ def run_demo(spec_name: str, start: date, end: date, timeout: float = 900.0) -> 
             print(f"    run {gate_run}: {state}")
         if state == "success":
             try:
-                score_run = wait_for(lambda: next((r for r in runs_of(scoring_id)
-                                                   if r.startswith("asset_triggered")), None),
+                score_run = wait_for(lambda: next((r for r in runs_of(scoring_id) if r not in earlier_scoring
+                                                   and r.startswith("asset_triggered")), None),
                                      "the champion-triggered scoring run", 120)
                 print(f"    the gate moved champion; the scoring DAG rescores the open partitions ({score_run})")
                 state = wait_for(lambda: finished(scoring_id, score_run), f"run {score_run}", timeout, interval=5)

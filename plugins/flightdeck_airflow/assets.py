@@ -10,6 +10,11 @@ def training_data_asset(spec_name: str) -> Asset:
     return Asset(name=f"flightdeck.{spec_name}.training_data", uri=f"flightdeck://{spec_name}/training_data")
 
 
+def curated_asset(spec_name: str) -> Asset:
+    """Published when the data DAG curates new partitions (a delivery landed); schedules scoring."""
+    return Asset(name=f"flightdeck.{spec_name}.curated", uri=f"flightdeck://{spec_name}/curated")
+
+
 def challenger_asset(spec_name: str) -> Asset:
     """Published when a new model version gets the ``challenger`` alias; schedules the gates."""
     return Asset(name=f"flightdeck.{spec_name}.challenger", uri=f"flightdeck://{spec_name}/challenger")
