@@ -73,6 +73,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Record what this session proved about the code version, when asked to (``make test`` does)."""
     if not _EVIDENCE_URL or not _OUTCOMES:
         return
+    opts = session.config.option
+    if opts.file_or_dir or opts.keyword or opts.markexpr or getattr(opts, "lf", False) or opts.deselect:
+        return  # only a whole-suite session speaks for the code version
     from datetime import UTC, datetime
 
     from flightdeck import gates, training

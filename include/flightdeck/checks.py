@@ -105,8 +105,11 @@ def _alias_version(client: Any, name: str, alias: str) -> str | None:
 
     try:
         return str(client.get_model_version_by_alias(name, alias).version)
-    except mlflow.exceptions.MlflowException:
-        return None
+    except mlflow.exceptions.MlflowException as exc:
+        # no such alias / model; anything else (a tracking server down) must not read as "no champion"
+        if exc.error_code in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
+            return None
+        raise
 
 
 def _run_json(client: Any, run_id: str, path: str) -> Any:
@@ -167,7 +170,11 @@ def load_candidate(ctx: StageContext, version: str, out_dir: Path) -> Candidate:
             ch = client.get_model_version(name, champion)
             cand.champion_layout = _layout(_run_json(client, ch.run_id, "evaluation/feature_layout.json"))
             X = features.select_features(data.frames["test"], cand.champion_layout)
-            cand.champion_test = np.asarray(cand.champion_model.predict(X), dtype=np.float64).reshape(-1)
+            scores = np.asarray(cand.champion_model.predict(X), dtype=np.float64).reshape(-1)
+            bad = int((~np.isfinite(scores)).sum())
+            if bad:
+                raise ValueError(f"the champion emits {bad} non-finite scores on this test split")
+            cand.champion_test = scores
         except Exception as exc:  # noqa: BLE001 - reported by the regression gate
             cand.champion_error = f"{type(exc).__name__}: {exc}"
     return cand
@@ -225,6 +232,8 @@ def bootstrap_difference(y: np.ndarray, challenger: np.ndarray, champion: np.nda
     n = y.size
     diffs = np.array([value(rng.integers(0, n, n)) for _ in range(samples)], dtype=np.float64)
     diffs = sign * diffs[np.isfinite(diffs)]
+    if diffs.size == 0:  # e.g. a one-class test split: no interval, so no evidence of non-regression
+        return {"difference": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "samples": 0.0}
     alpha = (1 - confidence) / 2
     return {"difference": sign * value(np.arange(n)), "ci_low": float(np.quantile(diffs, alpha)),
             "ci_high": float(np.quantile(diffs, 1 - alpha)), "samples": float(diffs.size)}
@@ -492,9 +501,11 @@ def check_slices(cand: Candidate) -> CheckResult:
         table = table.merge(champ[["slice_column", "slice_value", "roc_auc"]].rename(
             columns={"roc_auc": "champion_roc_auc"}), on=["slice_column", "slice_value"], how="left")
         table["drop_vs_champion"] = table["champion_roc_auc"] - table["roc_auc"]
-    low = table[table["roc_auc"] < g.slice_min_roc_auc]
+    low = table[~(table["roc_auc"] >= g.slice_min_roc_auc)]  # NaN (a one-class slice) fails too
     failures = [f"{r.slice_column}={r.slice_value}: ROC AUC {r.roc_auc:.3f} < {g.slice_min_roc_auc}"
                 for r in low.itertuples()]
+    if table.empty:
+        failures.append(f"no slice of {slices} has {g.slice_min_rows}+ rows in the test split: nothing was checked")
     if "drop_vs_champion" in table:
         dropped = table[table["drop_vs_champion"] > g.slice_max_drop]
         failures += [f"{r.slice_column}={r.slice_value}: {r.drop_vs_champion:.3f} below the champion"

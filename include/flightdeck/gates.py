@@ -135,7 +135,8 @@ def single_feature_auc(cand: Candidate) -> dict[str, float]:
             rates = yt.groupby(Xt[column].fillna("__missing__")).mean()
             values = Xv[column].fillna("__missing__").map(rates).fillna(prior).to_numpy(dtype=float)
         else:
-            values = Xv[column].fillna(Xt[column].median()).to_numpy(dtype=float)
+            median = Xt[column].median()
+            values = Xv[column].fillna(median if np.isfinite(median) else 0.0).to_numpy(dtype=float)
         auc = _auc(yv, values)
         out[column] = max(auc, 1 - auc) if np.isfinite(auc) else 0.5
     return out
@@ -207,7 +208,12 @@ def judge_version(ctx: StageContext, version: str | None = None, run_type: str =
         cand = load_candidate(ctx, version, out_dir)
         code = cand.tags.get("flightdeck.code_version", "")
         checks = run_checks(cand)
-        gates = evaluate_gates(cand, checks)
+        try:
+            gates = evaluate_gates(cand, checks)
+        except Exception as exc:  # noqa: BLE001 - a gate that cannot be evaluated rejects, it never crashes
+            log.exception("evaluating the gates failed")
+            gates = [GateResult("evaluation", True, False, None, None,
+                                f"the gates could not be evaluated: {type(exc).__name__}: {exc}")]
         hard_ok = all(g.passed for g in gates if g.hard)
         checks["infra_4"] = CheckResult("pass" if hard_ok else "fail",
                                         {g.gate: g.passed for g in gates}, {"hard_gates": "all pass"},
@@ -242,6 +248,7 @@ def judge_version(ctx: StageContext, version: str | None = None, run_type: str =
         verdict = {"spec": spec.name, "registered_model": name, "version": version,
                    "decision": "promote" if not reasons else "reject", "reasons": reasons,
                    "champion": cand.champion_version, "ml_test_score": card.final, "band": card.band,
+                   "judged_at": checked_at.isoformat(),
                    "sections": card.sections, "run_id": ctx.run_id, "dag_id": ctx.dag_id,
                    "training_run_id": cand.training_run_id,
                    "gates": {g.gate: {"passed": g.passed, "value": _finite(g.value),
@@ -253,7 +260,8 @@ def judge_version(ctx: StageContext, version: str | None = None, run_type: str =
         from flightdeck.gate_report import render_html
 
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=rubric._json_default))
+        (out_dir / "report.json").write_text(json.dumps(_finite_json(report), indent=2, allow_nan=False,
+                                                        default=rubric._json_default))
         (out_dir / "report.html").write_text(render_html(report))
         for path in out_dir.iterdir():
             ctx.lake.put_file(path, f"{prefix}/{path.name}")
@@ -262,6 +270,17 @@ def judge_version(ctx: StageContext, version: str | None = None, run_type: str =
     verdict["report_json_uri"] = ctx.lake.uri(f"{prefix}/report.json")
     log.info("\n%s", summary(card, gates, verdict))
     return verdict
+
+
+def _finite_json(value: Any) -> Any:
+    """The report with NaN and infinities as null: strict JSON parsers refuse the bare tokens."""
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_json(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if np.isfinite(value) else None
+    return value
 
 
 def _finite(value: float | None) -> float | None:
@@ -280,9 +299,9 @@ def summary(card: rubric.ScoreCard, gates: list[GateResult], verdict: dict[str, 
 # ---------------------------------------------------------------- deciding
 def _record(ctx: StageContext, verdict: dict[str, Any], action: str, decided_by: str,
             previous: str | None) -> None:
-    warehouse.replace_rows(ctx.engine, warehouse.promotions,
+    warehouse.replace_rows(ctx.engine, warehouse.promotions,  # one decision per (model, version, run)
                            {"model_name": verdict["registered_model"], "model_version": verdict["version"],
-                            "run_id": verdict["run_id"], "action": action},
+                            "run_id": verdict["run_id"]},
                            [{"model_name": verdict["registered_model"], "model_version": verdict["version"],
                              "run_id": verdict["run_id"], "action": action, "spec_name": ctx.spec.name,
                              "decided_by": decided_by, "previous_champion": previous,
@@ -301,6 +320,22 @@ def decide(ctx: StageContext, verdict: dict[str, Any]) -> dict[str, Any]:
     client = _client(ctx)
     name, version = verdict["registered_model"], verdict["version"]
     decided_by = f"{verdict['dag_id']}/{verdict['run_id']}"
+    current = _alias_version(client, name, CHAMPION)
+    if current not in (verdict["champion"], version):
+        raise GateError(f"champion of {name} moved to version {current} after this verdict (judged against "
+                        f"{verdict['champion']}): re-run the gate for version {version} instead of acting on it")
+    rolled_back = client.get_model_version(name, version).tags.get("flightdeck.rolled_back_at")
+    if verdict["decision"] == "promote" and rolled_back and rolled_back > verdict.get("judged_at", ""):
+        raise GateError(f"version {version} of {name} was rolled back at {rolled_back}, after this verdict "
+                        f"({verdict.get('judged_at')}): judge it again before it may serve")
+    if current == version and verdict["decision"] != "promote":
+        # a re-check of the serving version failed: alert, but a rejection record would claim it never serves
+        client.set_model_version_tag(name, version, "flightdeck.gate.recheck",
+                                     f"{verdict['run_id']}: failed: " + "; ".join(verdict["reasons"])[:4800])
+        log.warning("re-check of serving version %s of %s failed: %s (roll back with `flightdeck rollback`)",
+                    version, name, verdict["reasons"])
+        _record(ctx, verdict, "recheck_failed", decided_by, current)
+        return {**verdict, "champion": current, "promoted": False}
     tags = {"flightdeck.gate.decision": verdict["decision"], "flightdeck.gate.run_id": verdict["run_id"],
             "flightdeck.gate.decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "flightdeck.gate.reasons": "; ".join(verdict["reasons"])[:4900] or "all hard gates passed",
@@ -311,7 +346,6 @@ def decide(ctx: StageContext, verdict: dict[str, Any]) -> dict[str, Any]:
         tags[f"flightdeck.ml_test_score.{section}"] = f"{value:g}"
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
-    current = _alias_version(client, name, CHAMPION)
     if verdict["decision"] != "promote":
         _record(ctx, verdict, "reject", decided_by, current)
         return {**verdict, "champion": current, "promoted": False}

@@ -259,10 +259,13 @@ def score_card(model_name: str, model_version: str, evidence: Iterable[Evidence]
             continue
         best = records[0]
         value = credit(best, at)
-        note = best.detail
+        # the score comes from the best record; the health (outcome) from the newest that executed
+        executed = [e for e in records if e.outcome in EXECUTED]
+        newest = max(executed, key=lambda e: e.checked_at) if executed else best
+        note = newest.detail
         if at > best.valid_until:
             note = f"evidence expired {best.valid_until:%Y-%m-%d}: {note}"
-        tests.append(TestScore(test, value, best.outcome, best.mode, best, note))
+        tests.append(TestScore(test, value, newest.outcome, best.mode, best, note))
     return ScoreCard(model_name, model_version, tests, at)
 
 

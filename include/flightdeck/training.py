@@ -35,13 +35,19 @@ class AlreadyTrained(LookupError):
 
 
 def code_version() -> str:
-    try:
-        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10)
-        commit = out.stdout.strip() if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
-    return f"{__version__}+{commit[:12]}"
+    """``<package version>+<commit>``, with ``.dirty`` when tracked files differ from the commit."""
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return f"{__version__}+unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return f"{__version__}+{commit[:12]}" + (".dirty" if dirty else "")
 
 
 def current_dataset(ctx: StageContext) -> dict[str, Any]:

@@ -73,7 +73,10 @@ class DecidePromotionOperator(FlightDeckStageOperator):
         verdict = context["ti"].xcom_pull(task_ids=self.judge_task_id)
         if not verdict:
             raise AirflowFailException(f"no verdict from task {self.judge_task_id!r} in this run")
-        outcome = gates.decide(self.stage_context(context), verdict)
+        try:
+            outcome = gates.decide(self.stage_context(context), verdict)
+        except gates.GateError as exc:
+            raise AirflowFailException(str(exc)) from exc
         if not outcome["promoted"]:
             raise AirflowSkipException(f"version {verdict['version']} rejected; champion stays "
                                        f"{outcome['champion']}: " + " | ".join(verdict["reasons"]))

@@ -335,7 +335,8 @@ def test_a_good_retrain_is_promoted_keeping_previous_champion_and_rollback_resto
 
     first = first_champion["version"]
     version = _train_and_register(env, "train-again")  # same data and config: reproduces the champion
-    outcome = _judge(env, "gate-again", version)
+    verdict = gates.judge_version(_ctx(env, "gate-again"), version, run_type="manual")
+    outcome = gates.decide(_ctx(env, "gate-again"), verdict)
     assert outcome["promoted"], outcome["reasons"]
     assert (_alias(env, "champion"), _alias(env, "previous_champion")) == (version, first)
     engine = warehouse.connect(env["settings"].warehouse_url)
@@ -351,3 +352,7 @@ def test_a_good_retrain_is_promoted_keeping_previous_champion_and_rollback_resto
         (first, version, "pytest")]
     with pytest.raises(gates.GateError, match="nothing to roll back to"):
         gates.rollback(_ctx(env, "again"), "pytest")
+    # acting on the old verdict again (a cleared task, a late retry) must not undo the rollback
+    with pytest.raises(gates.GateError, match="was rolled back"):
+        gates.decide(_ctx(env, "gate-again"), verdict)
+    assert _alias(env, "champion") == first
