@@ -156,7 +156,10 @@ class ScoringReportOperator(FlightDeckStageOperator):
         self.score_task_id = score_task_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        manifests = [m for m in (context["ti"].xcom_pull(task_ids=self.score_task_id) or []) if m]
+        pulled = context["ti"].xcom_pull(task_ids=self.score_task_id) or []
+        if isinstance(pulled, dict):  # a mapped task that ran once hands back its one value, not a list
+            pulled = [pulled]
+        manifests = [m for m in pulled if isinstance(m, dict)]
         unknown: dict[str, int] = {}
         for m in manifests:
             for column, n in m.get("unknown_categories", {}).items():
