@@ -315,13 +315,15 @@ def _record(ctx: StageContext, verdict: dict[str, Any], action: str, decided_by:
 def decide(ctx: StageContext, verdict: dict[str, Any]) -> dict[str, Any]:
     """Act on a verdict: promote (``previous_champion`` <- old champion, ``champion`` <- version) or reject.
 
-    Idempotent: promoting the version that already is champion changes no alias.
+    Idempotent: promoting the version that already is champion changes no alias. A promotion
+    is refused when champion moved since the verdict or the version was rolled back after it;
+    a rejection is always recorded.
     """
     client = _client(ctx)
     name, version = verdict["registered_model"], verdict["version"]
     decided_by = f"{verdict['dag_id']}/{verdict['run_id']}"
     current = _alias_version(client, name, CHAMPION)
-    if current not in (verdict["champion"], version):
+    if verdict["decision"] == "promote" and current not in (verdict["champion"], version):
         raise GateError(f"champion of {name} moved to version {current} after this verdict (judged against "
                         f"{verdict['champion']}): re-run the gate for version {version} instead of acting on it")
     rolled_back = client.get_model_version(name, version).tags.get("flightdeck.rolled_back_at")
