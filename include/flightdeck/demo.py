@@ -127,26 +127,17 @@ def run_demo(spec_name: str, start: date, end: date, timeout: float = 900.0) -> 
         if state == "success":
             print(f"5/6 the split published the training-data Asset; waiting for the asset-triggered "
                   f"{training_id} run")
-            train_run = wait_for(lambda: next((r for r in runs_of(training_id) if r.startswith("asset_triggered")),
-                                              None), "the asset-triggered training run", 120)
-            state = wait_for(lambda: finished(training_id, train_run), f"run {train_run}", timeout, interval=5)
-            print(f"    run {train_run}: {state}")
+            state = await_asset_run(training_id, "the asset-triggered training run", timeout)[1]
         earlier_scoring = set(runs_of(scoring_id))  # e.g. the curated-data run, with no champion yet
         if state == "success":
             print(f"    the register task published the challenger Asset; waiting for the asset-triggered "
                   f"{gate_id} run")
-            gate_run = wait_for(lambda: next((r for r in runs_of(gate_id) if r.startswith("asset_triggered")),
-                                             None), "the asset-triggered gate run", 120)
-            state = wait_for(lambda: finished(gate_id, gate_run), f"run {gate_run}", timeout, interval=5)
-            print(f"    run {gate_run}: {state}")
+            state = await_asset_run(gate_id, "the asset-triggered gate run", timeout)[1]
         if state == "success":
             try:
-                score_run = wait_for(lambda: next((r for r in runs_of(scoring_id) if r not in earlier_scoring
-                                                   and r.startswith("asset_triggered")), None),
-                                     "the champion-triggered scoring run", 120)
-                print(f"    the gate moved champion; the scoring DAG rescores the open partitions ({score_run})")
-                state = wait_for(lambda: finished(scoring_id, score_run), f"run {score_run}", timeout, interval=5)
-                print(f"    run {score_run}: {state}")
+                print("    waiting for the champion-triggered scoring run (it rescores the open partitions)")
+                state = await_asset_run(scoring_id, "the champion-triggered scoring run", timeout,
+                                        exclude=earlier_scoring)[1]
             except TimeoutError:
                 print("    the gates did not move champion: nothing scored")
     finally:
@@ -155,6 +146,16 @@ def run_demo(spec_name: str, start: date, end: date, timeout: float = 900.0) -> 
     print("6/6 what landed where")
     summarise(settings, spec.name)
     return 0 if state == "success" else 1
+
+
+def await_asset_run(dag_id: str, what: str, timeout: float, exclude: set[str] | frozenset[str] = frozenset(),
+                    appear_within: float = 120) -> tuple[str, str]:
+    """Wait for an asset-triggered run of ``dag_id`` (not in ``exclude``) to appear and finish: (run_id, state)."""
+    run_id = wait_for(lambda: next((r for r in runs_of(dag_id) if r.startswith("asset_triggered")
+                                    and r not in exclude), None), what, appear_within)
+    state = wait_for(lambda: finished(dag_id, run_id), f"run {run_id}", timeout, interval=5)
+    print(f"    run {run_id}: {state}")
+    return run_id, state
 
 
 def finished(dag_id: str, run_id: str) -> str | None:

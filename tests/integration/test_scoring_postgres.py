@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,23 +86,7 @@ def test_copy_publication_replaces_partitions_and_binds_values(engine, spec):
 
 def test_readers_see_the_old_or_the_new_complete_partition_on_postgres(engine, spec):
     small, large = shared.make_rows(spec, 2000), shared.make_rows(spec, 6000, version="2", run_id="run-2")
-    shared.publish(engine, spec, small)
-    seen: set[tuple[int, int]] = set()
-    stop = threading.Event()
-
-    def read() -> None:
-        while not stop.is_set():
-            c = predictions.count_partition(engine, spec, "2013-04-11")
-            seen.add((c["rows"], c["versions"]))
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    try:
-        for i in range(10):
-            shared.publish(engine, spec, large if i % 2 == 0 else small, run_id=f"run-{i}")
-    finally:
-        stop.set()
-        reader.join()
+    seen = shared.partition_states_seen_while_republishing(engine, spec, small, large, rounds=10)
     assert seen <= {(2000, 1), (6000, 1)} and seen, seen
 
 

@@ -156,8 +156,8 @@ def test_rows_of_another_shape_are_refused_and_nothing_changes(engine, spec):
         "rows": 10, "versions": 1, "model_version": "1", "run_ids": 1, "run_id": "run-1"}
 
 
-def test_readers_see_the_old_or_the_new_complete_partition_never_a_mix(engine, spec):
-    small, large = make_rows(spec, 300, version="1"), make_rows(spec, 900, version="2", run_id="run-2")
+def partition_states_seen_while_republishing(engine, spec, small, large, rounds: int) -> set[tuple[int, int]]:
+    """Republish ``small`` and ``large`` in turn while a reader counts the partition: (rows, versions) seen."""
     publish(engine, spec, small)
     seen: set[tuple[int, int]] = set()
     stop = threading.Event()
@@ -170,11 +170,17 @@ def test_readers_see_the_old_or_the_new_complete_partition_never_a_mix(engine, s
     reader = threading.Thread(target=read)
     reader.start()
     try:
-        for i in range(12):
+        for i in range(rounds):
             publish(engine, spec, large if i % 2 == 0 else small, run_id=f"run-{i}")
     finally:
         stop.set()
         reader.join()
+    return seen
+
+
+def test_readers_see_the_old_or_the_new_complete_partition_never_a_mix(engine, spec):
+    small, large = make_rows(spec, 300, version="1"), make_rows(spec, 900, version="2", run_id="run-2")
+    seen = partition_states_seen_while_republishing(engine, spec, small, large, rounds=12)
     assert seen <= {(300, 1), (900, 1)} and seen, seen
 
 
