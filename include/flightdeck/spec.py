@@ -298,6 +298,51 @@ class ServingSpec(_Frozen):
     _horizon = field_validator("horizon")(lambda v: (parse_duration(v), v)[1])
 
 
+class DriftSpec(_Frozen):
+    """Feature and score drift between the version's training reference and each serving batch."""
+
+    psi_warn: Annotated[float, Field(gt=0)] = 0.1
+    psi_alert: Annotated[float, Field(gt=0)] = 0.25
+    p_value: Annotated[float, Field(gt=0, lt=1)] = 0.01   # KS / chi-squared significance, reported beside PSI
+    min_rows: Annotated[int, Field(ge=1)] = 500           # smaller batches report "insufficient", never alert
+    bins: Annotated[int, Field(ge=2, le=100)] = 10
+    features: tuple[str, ...] = ()                       # empty: every model feature
+    alert_features: Annotated[int, Field(ge=1)] = 3      # features in alert that make a drift alert
+
+
+class DecaySpec(_Frozen):
+    """Realised quality once labels arrive, against what the version promised on its frozen test split."""
+
+    metric: Literal["roc_auc", "log_loss", "f1", "precision", "recall"] = "roc_auc"
+    window: str = "P14D"                                  # rolling window of labelled partitions
+    min_labelled: Annotated[int, Field(ge=1)] = 1000      # fewer labelled rows in the window: no verdict
+    max_drop: Annotated[float, Field(ge=0)] = 0.05        # allowed loss against the version's test metric
+    min_value: float | None = None                        # an absolute floor as well (optional)
+
+    _window = field_validator("window")(lambda v: (parse_duration(v), v)[1])
+
+
+class MonitoringSpec(_Frozen):
+    """What the monitoring DAG watches, its thresholds and when it asks for retraining."""
+
+    drift: DriftSpec = DriftSpec()
+    decay: DecaySpec = DecaySpec()
+    score_psi_alert: Annotated[float, Field(gt=0)] = 0.25
+    extreme_score: Annotated[float, Field(gt=0, lt=0.5)] = 0.01   # scores below it or above 1 - it
+    max_extreme_share: Annotated[float, Field(ge=0, le=1)] = 0.05
+    skew_sample_rows: Annotated[int, Field(ge=1)] = 1000
+    max_skew_share: Annotated[float, Field(ge=0, le=1)] = 0.0
+    max_input_age: str = "P2D"
+    performance_window: Annotated[int, Field(ge=2)] = 14      # scoring runs in the rolling median
+    max_slowdown: Annotated[float, Field(gt=1)] = 2.0         # throughput below median / this alerts
+    retrain_on: tuple[Literal["decay", "drift"], ...] = ("decay",)
+    cooldown: str = "P14D"
+    retrain_window: str | None = None                     # train on the last ... of data; empty: all
+
+    _durations = field_validator("max_input_age", "cooldown", "retrain_window")(
+        lambda v: v if v is None else (parse_duration(v), v)[1])
+
+
 class ReplaySpec(_Frozen):
     """Where the replay command reads the full source and how it cuts it into deliveries."""
 
@@ -331,6 +376,7 @@ class DatasetSpec(_Frozen):
     training: TrainingSpec = TrainingSpec()
     gates: GateSpec = GateSpec()
     serving: ServingSpec = ServingSpec()
+    monitoring: MonitoringSpec = MonitoringSpec()
     path: Path | None = Field(default=None, exclude=True)
 
     _name = field_validator("name")(lambda v: check_identifier(v, "spec name"))

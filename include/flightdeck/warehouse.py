@@ -160,6 +160,64 @@ shadow_predictions = sa.Table(
 )
 
 
+monitoring_metrics = sa.Table(
+    "fd_monitoring_metrics", metadata,
+    sa.Column("spec_name", sa.String(64), primary_key=True),
+    sa.Column("check_name", sa.String(32), primary_key=True,
+              comment="invariants | drift | score_drift | skew | stability | staleness | performance | "
+                      "dependencies | decay"),
+    sa.Column("metric", sa.String(64), primary_key=True, comment="e.g. psi, ks, roc_auc, rows_per_s"),
+    sa.Column("subject", sa.String(250), primary_key=True, comment="feature, slice (column=value), or '' for all"),
+    sa.Column("partition_date", sa.String(10), primary_key=True,
+              comment="the scored partition, or the as-of date of a run-level check"),
+    sa.Column("window", sa.String(16), primary_key=True, comment="partition | rolling | run"),
+    sa.Column("value", sa.Float),
+    sa.Column("threshold", sa.Float),
+    sa.Column("status", sa.String(16), nullable=False, comment="ok | warn | alert | no_labels | insufficient | error"),
+    sa.Column("rows", sa.BigInteger, comment="rows the figure is computed on"),
+    sa.Column("model_name", sa.String(250)),
+    sa.Column("model_version", sa.String(32)),
+    sa.Column("run_id", sa.String(250), nullable=False, comment="the monitoring run that measured it"),
+    sa.Column("detail", sa.Text),
+    sa.Column("measured_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_fd_monitoring_metrics_run", "spec_name", "run_id"),
+    sa.Index("ix_fd_monitoring_metrics_check", "spec_name", "check_name", "partition_date"),
+)
+
+label_orphans = sa.Table(
+    "fd_label_orphans", metadata,
+    sa.Column("spec_name", sa.String(64), primary_key=True),
+    sa.Column("partition_date", sa.String(10), primary_key=True),
+    sa.Column("entity_key", sa.Text, primary_key=True, comment="JSON of the spec's entity key"),
+    sa.Column("reason", sa.String(16), primary_key=True, comment="unknown_key | duplicate"),
+    sa.Column("occurrences", sa.Integer, nullable=False, comment="times the key was delivered"),
+    sa.Column("batch_ids", sa.Text, comment="JSON list of the labels batches that carried it"),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+retraining = sa.Table(
+    "fd_retraining", metadata,
+    sa.Column("spec_name", sa.String(64), primary_key=True),
+    sa.Column("run_id", sa.String(250), primary_key=True, comment="the monitoring run that decided"),
+    sa.Column("as_of", sa.String(10), nullable=False, comment="the data date the decision is about"),
+    sa.Column("action", sa.String(16), nullable=False, comment="retrain | cooldown"),
+    sa.Column("reasons", sa.Text, nullable=False, comment="JSON list of {check, metric, subject, value, threshold}"),
+    sa.Column("model_version", sa.String(32), comment="the champion that was watched"),
+    sa.Column("cooldown_until", sa.String(10)),
+    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+fingerprints = sa.Table(
+    "fd_fingerprints", metadata,
+    sa.Column("spec_name", sa.String(64), primary_key=True),
+    sa.Column("run_id", sa.String(250), primary_key=True),
+    sa.Column("kind", sa.String(128), primary_key=True, comment="packages | schema:<source>"),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("content", sa.Text, nullable=False, comment="JSON: package -> version, or column -> type"),
+    sa.Column("measured_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 def now() -> datetime:
     return datetime.now(UTC)
 
