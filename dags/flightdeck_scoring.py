@@ -21,7 +21,7 @@ import pendulum
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param
 from flightdeck.settings import Settings
 from flightdeck.spec import discover_specs
-from flightdeck_airflow.assets import champion_asset, curated_asset
+from flightdeck_airflow.assets import champion_asset, curated_asset, scored_asset
 from flightdeck_airflow.scoring import (
     ResolveChampionOperator,
     ScorablePartitionsSensor,
@@ -62,6 +62,6 @@ for spec in discover_specs(Settings.from_env().specs_dir):
             task_id="score", model_version=VERSION, max_active_tis_per_dagrun=2,
             execution_timeout=timedelta(hours=2),
         ).expand(partition=wait.output)
-        report = ScoringReportOperator(task_id="report")
+        report = ScoringReportOperator(task_id="report", outlets=[scored_asset(spec.name)])
         champion >> wait >> score >> report
     globals()[dag.dag_id] = dag

@@ -14,7 +14,7 @@ import pendulum
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param
 from flightdeck.settings import Settings
 from flightdeck.spec import discover_specs
-from flightdeck_airflow.assets import challenger_asset, training_data_asset
+from flightdeck_airflow.assets import challenger_asset, retrain_asset, training_data_asset
 from flightdeck_airflow.operators import RegisterModelOperator, TrainModelOperator
 
 for spec in discover_specs(Settings.from_env().specs_dir):
@@ -24,7 +24,7 @@ for spec in discover_specs(Settings.from_env().specs_dir):
         doc_md=__doc__ + f"\n\nSpec `{spec.name}` ({spec.fingerprint()}), registered model "
                          f"`{spec.registered_model_name}`.",
         schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 4 * * 1", timezone="UTC"),
-                                     assets=training_data_asset(spec.name)),
+                                     assets=training_data_asset(spec.name) | retrain_asset(spec.name)),
         start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
         catchup=False,
         max_active_runs=1,

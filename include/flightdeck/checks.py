@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flightdeck import evaluate, features, rubric, train, training, warehouse
+from flightdeck import drift, evaluate, features, rubric, train, training, warehouse
+from flightdeck.realised import calibration_error as calibration_error  # re-exported for the gates
 from flightdeck.runners import StageContext, raw_key
 from flightdeck.spec import parse_duration
 
@@ -187,34 +188,15 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y, p)) if np.unique(y).size == 2 else float("nan")
 
 
-def calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
-    """Expected calibration error over quantile bins: sum of n_b/N * |mean prediction - observed rate|."""
-    table = evaluate.calibration_table(y, p, bins=bins)
-    return float((table["n"] / table["n"].sum() * (table["mean_prediction"] - table["observed_rate"]).abs()).sum())
-
-
 def population_stability(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
     """PSI of ``current`` against ``reference`` (about 0.1: a small shift, above 0.25: a large one).
 
     Continuous values use the reference's quantile bins; a reference with at most ``bins``
     distinct values is compared value by value (quantile edges would merge its values into
-    one bin and hide any shift). Empty bins are clipped to 1e-6.
+    one bin and hide any shift). Empty bins are clipped to 1e-6. NaN values form a bin of
+    their own. The implementation is :func:`flightdeck.drift.psi`.
     """
-    reference, current = np.asarray(reference, dtype=np.float64), np.asarray(current, dtype=np.float64)
-    if np.unique(reference).size <= bins:
-        values = np.unique(np.concatenate([reference, current]))
-        ref = np.searchsorted(values, reference)
-        cur = np.searchsorted(values, current)
-        size = values.size
-    else:
-        edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)))
-        ref = np.searchsorted(edges[1:-1], reference, side="right")
-        cur = np.searchsorted(edges[1:-1], current, side="right")
-        size = edges.size - 1
-    eps = 1e-6
-    r = np.clip(np.bincount(ref, minlength=size) / max(reference.size, 1), eps, None)
-    c = np.clip(np.bincount(cur, minlength=size) / max(current.size, 1), eps, None)
-    return float(np.sum((c - r) * np.log(c / r)))
+    return drift.psi(reference, current, bins=bins)
 
 
 def bootstrap_difference(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray, metric: str,

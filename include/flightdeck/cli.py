@@ -1,5 +1,5 @@
 """The ``flightdeck`` command line: specs, replay, bootstrap-suite, catalog, quarantine, train, judge,
-score-card, promotions, rollback, score, lookup, demo."""
+score-card, promotions, rollback, delivery-metrics, score, lookup, monitor, year, demo."""
 
 from __future__ import annotations
 
@@ -158,6 +158,18 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_delivery_metrics(args: argparse.Namespace, settings: Settings) -> int:
+    """Deployment frequency, lead time, time to restore and change failure rate of a spec's models."""
+    from datetime import UTC, datetime
+
+    from flightdeck import delivery
+
+    since = datetime.combine(date.fromisoformat(args.since), datetime.min.time(), UTC) if args.since else None
+    metrics = delivery.compute_delivery_metrics(*delivery.load_delivery_events(settings, args.spec), start=since)
+    print(json.dumps(metrics.to_dict(), indent=2) if args.json else metrics.table())
+    return 0
+
+
 def cmd_lookup(args: argparse.Namespace, settings: Settings) -> int:
     """Precomputed predictions by (part of) the entity key or by partition."""
     from flightdeck import scoring
@@ -174,6 +186,41 @@ def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
     result = scoring.score_open_partitions(settings, args.spec, args.run_id, args.partition, args.force)
     print(json.dumps({k: result[k] for k in ("model_version", "partitions", "rows", "example")}, indent=2,
                      default=str))
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the monitoring checks outside Airflow (same code as the monitoring DAG), or show the newest figures."""
+    from flightdeck import monitoring, runners, warehouse
+
+    spec = _spec(settings, args.spec)
+    if not args.show:
+        ctx = runners.StageContext(spec, settings, run_id=args.run_id or f"manual__{warehouse.now():%Y%m%dT%H%M%S}",
+                                   dag_id="flightdeck-cli")
+        manifest = monitoring.run_monitoring(ctx, as_of=args.as_of, partitions=args.partition or None)
+        decision = monitoring.decide_retraining(ctx, ctx.run_id, manifest["as_of"], manifest["champion"])
+        print(json.dumps({**{k: manifest[k] for k in ("run_id", "as_of", "champion", "status", "errors")},
+                          "retraining": decision.to_dict()}, indent=2, default=str))
+    rows = monitoring.latest_figures(warehouse.connect(settings.warehouse_url), spec.name, args.partitions)
+    print(monitoring.format_figures(rows, subjects=args.subjects))
+    return 0
+
+
+def cmd_year(args: argparse.Namespace, settings: Settings) -> int:
+    """The year in replay: the whole continuous-training loop, day by day, with its report."""
+    from pathlib import Path
+
+    from flightdeck.year import run_year
+
+    spec = _spec(settings, args.spec)
+    start = date.fromisoformat(args.start or (spec.replay.start if spec.replay else "2013-01-01"))
+    end = date.fromisoformat(args.end or (spec.replay.end if spec.replay else "2013-12-31"))
+    home = Path(args.home) if args.home else settings.home / "year-in-replay"
+    summary = run_year(spec.name, home, start, end, bootstrap_days=args.bootstrap_days,
+                       quick=not args.full_training)
+    print(json.dumps({k: summary[k] for k in ("comparison", "delivery_replay_days", "report", "decay_png",
+                                              "drift_png", "retrainings", "promotions", "wall_seconds")},
+                     indent=2, default=str))
     return 0
 
 
@@ -233,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", default="", help="why (recorded with the rollback)")
     p.add_argument("--by", help="who decided (default: the current user)")
     p.set_defaults(func=cmd_rollback)
+    p = sub.add_parser("delivery-metrics", help="deployment frequency, lead time, time to restore, change failure rate")
+    p.add_argument("spec")
+    p.add_argument("--since", help="YYYY-MM-DD: count from this day (default: the first event)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.set_defaults(func=cmd_delivery_metrics)
     p = sub.add_parser("lookup", help="look up precomputed predictions by entity key or partition")
     p.add_argument("spec")
     p.add_argument("--key", action="append", metavar="COLUMN=VALUE",
@@ -246,6 +298,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rescore open partitions this version already published")
     p.add_argument("--run-id", default=None)
     p.set_defaults(func=cmd_score)
+    p = sub.add_parser("monitor", help="run the monitoring checks (drift, skew, decay, ...) and print the figures")
+    p.add_argument("spec")
+    p.add_argument("--as-of", default=None, help="YYYY-MM-DD the run is about; default: the newest partition")
+    p.add_argument("--partition", action="append", help="YYYY-MM-DD to re-check (repeat it); default: what changed")
+    p.add_argument("--show", action="store_true", help="only print the newest figures")
+    p.add_argument("--subjects", action="store_true", help="also print per-feature and per-slice figures")
+    p.add_argument("--partitions", type=int, default=3, help="how many recent partitions to print")
+    p.add_argument("--run-id", default=None)
+    p.set_defaults(func=cmd_monitor)
+    p = sub.add_parser("year", help="the year in replay: the continuous-training loop over 2013 with its report")
+    p.add_argument("--spec", default="flights")
+    p.add_argument("--start", default=None, help="first day (default: the spec's replay start)")
+    p.add_argument("--end", default=None, help="last day (default: the spec's replay end)")
+    p.add_argument("--bootstrap-days", type=int, default=31, help="days delivered at once to train the first model")
+    p.add_argument("--home", default=None, help="a new folder for the replay's own state "
+                                                "(default: $FLIGHTDECK_HOME/year-in-replay)")
+    p.add_argument("--full-training", action="store_true",
+                   help="use the spec's full model search for every retraining (default: a quick search)")
+    p.set_defaults(func=cmd_year)
     p = sub.add_parser("demo", help="replay deliveries and run the data and training DAGs through the real scheduler")
     p.add_argument("--spec", default="flights")
     p.add_argument("--start", default="2013-01-01")

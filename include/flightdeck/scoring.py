@@ -152,6 +152,13 @@ def validate_partition(ctx: StageContext, pf: pq.ParquetFile, partition: str) ->
             "warnings": len(report["warnings"]), "report_uri": uri, "summary": validate.summarise_failures(report)}
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def _safe(run_id: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)[:120]
 
@@ -253,6 +260,9 @@ def score_partition(ctx: StageContext, partition: str, version: str | None = Non
                 log.warning("partition %s: categories the model never saw (scored in their unknown bucket): %s",
                             partition, unknown)
             final["finished_at"] = warehouse.now()
+            # what monitoring compares run by run (Monitor 6): this process's peak memory and the scoring time
+            details["resources"] = {"peak_rss_mb": peak_rss_mb(), "rows": counted["rows"],
+                                    "score_s": round(time.perf_counter() - clock, 3)}
 
         clock = time.perf_counter()
         try:

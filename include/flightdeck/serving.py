@@ -82,11 +82,12 @@ def _client(settings: Settings) -> Any:
 
 
 def resolve_model(spec: DatasetSpec, settings: Settings, alias: str = CHAMPION,
-                  version: str | None = None) -> ResolvedModel:
+                  version: str | None = None, require_promoted: bool = True) -> ResolvedModel:
     """Resolve ``alias`` (default ``champion``) to an exact version, or check a given version.
 
     A given ``version`` must still carry a promoted alias (``champion`` or
     ``previous_champion``): scoring never uses a version the gates have not promoted.
+    Monitoring passes ``require_promoted=False`` to reload a version that served earlier.
 
     Raises:
         NoChampionError: no version has the alias yet.
@@ -109,10 +110,10 @@ def resolve_model(spec: DatasetSpec, settings: Settings, alias: str = CHAMPION,
         except MlflowException as exc:
             raise ChampionLoadError(f"{name} version {version}: not in the registry ({exc})") from None
         aliases = set(getattr(mv, "aliases", []) or [])
-        if not aliases & set(PROMOTED):
+        if require_promoted and not aliases & set(PROMOTED):
             raise ChampionLoadError(f"{name} version {version} carries none of the aliases {list(PROMOTED)} "
                                     f"(it has {sorted(aliases)}): not promoted by the gates, not scored")
-        found_alias = CHAMPION if CHAMPION in aliases else PREVIOUS_CHAMPION
+        found_alias = CHAMPION if CHAMPION in aliases else PREVIOUS_CHAMPION if PREVIOUS_CHAMPION in aliases else None
     tags = dict(mv.tags or {})
     return ResolvedModel(name=name, version=str(mv.version), alias=found_alias, run_id=mv.run_id,
                          dataset_version=tags.get("flightdeck.data_snapshot"), tags=tags)
@@ -333,7 +334,7 @@ class ServingModel:
 
 def load_serving_model(spec: DatasetSpec | str, settings: Settings, *, alias: str = CHAMPION,
                        version: str | None = None, pii_key: str | None = None,
-                       workdir: Path | None = None) -> ServingModel:
+                       workdir: Path | None = None, require_promoted: bool = True) -> ServingModel:
     """Resolve the champion (or check a given promoted version) and load it with its training-time state.
 
     Raises:
@@ -343,7 +344,7 @@ def load_serving_model(spec: DatasetSpec | str, settings: Settings, *, alias: st
     if isinstance(spec, str):
         spec = load_spec(settings.specs_dir / f"{spec}.yaml")
     workdir = workdir or Path(tempfile.gettempdir())
-    resolved = resolve_model(spec, settings, alias=alias, version=version)
+    resolved = resolve_model(spec, settings, alias=alias, version=version, require_promoted=require_promoted)
     _client(settings)
     import mlflow.pyfunc
 

@@ -31,6 +31,8 @@ class Settings:
     chunk_rows: int
     min_ml_test_score: float = 0.0
     pseudonymisation_key: str | None = field(default=None, repr=False)
+    alert_webhook_url: str | None = field(default=None, repr=False)  # may carry a token
+    alert_emails: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -65,6 +67,8 @@ class Settings:
             chunk_rows=chunk_rows,
             min_ml_test_score=min_ml_test_score,
             pseudonymisation_key=env.get(PREFIX + "PSEUDONYMISATION_KEY") or None,
+            alert_webhook_url=env.get(PREFIX + "ALERT_WEBHOOK_URL") or None,
+            alert_emails=tuple(a.strip() for a in env.get(PREFIX + "ALERT_EMAIL", "").split(",") if a.strip()),
         )
 
     def resolve_pseudonymisation_key(self) -> str:

@@ -338,6 +338,7 @@ class MonitoringSpec(_Frozen):
     retrain_on: tuple[Literal["decay", "drift"], ...] = ("decay",)
     cooldown: str = "P14D"
     retrain_window: str | None = None                     # train on the last ... of data; empty: all
+    retrain_on_new_data: bool = False                     # also retrain on every new dataset version
 
     _durations = field_validator("max_input_age", "cooldown", "retrain_window")(
         lambda v: v if v is None else (parse_duration(v), v)[1])

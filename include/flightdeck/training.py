@@ -179,8 +179,11 @@ def find_trained_version(ctx: StageContext, dataset_version: str, window: tuple[
 
 
 def train_model(ctx: StageContext, window: tuple[str | None, str | None] = (None, None),
-                force: bool = False) -> dict[str, Any]:
+                force: bool = False, trigger: str = "manual") -> dict[str, Any]:
     """Train, compare and choose a model on the current dataset version; log everything to MLflow.
+
+    ``trigger`` records why this training ran (e.g. the monitoring alert that asked for it);
+    it becomes the ``flightdeck.trigger`` tag of the run and of the registered version.
 
     Raises:
         NoDatasetError: nothing to train on yet.
@@ -204,7 +207,7 @@ def train_model(ctx: StageContext, window: tuple[str | None, str | None] = (None
     _kill_stale_runs(mlflow, client, ctx)
     tags = {"flightdeck.spec": spec.name, "flightdeck.spec_version": spec.fingerprint(),
             "airflow.dag_id": ctx.dag_id, "airflow.run_id": ctx.run_id, "git.commit": code_version(),
-            "flightdeck.dataset_version": dataset["version_id"]}
+            "flightdeck.dataset_version": dataset["version_id"], "flightdeck.trigger": trigger[:5000]}
     with mlflow.start_run(run_name=f"train {ctx.run_id}", tags=tags) as parent:
         for name, frame in splits.items():
             ds = mlflow.data.from_pandas(frame, source=dataset["splits"][name]["uri"], targets=target,
@@ -272,7 +275,7 @@ def train_model(ctx: StageContext, window: tuple[str | None, str | None] = (None
             "chosen": outcome.chosen_name, "dataset_version": dataset["version_id"],
             "window": list(window), "features": layout.columns,
             "prediction_fingerprint": outcome.prediction_fingerprint,
-            "validation": {k: val_metrics[k] for k in ("roc_auc", "log_loss", "n")},
+            "trigger": trigger, "validation": {k: val_metrics[k] for k in ("roc_auc", "log_loss", "n")},
             "test": {k: test_metrics[k] for k in ("roc_auc", "log_loss", "n")} if test_metrics else {},
             "training_window": [str(splits["train"][spec.event_time].min()),
                                 str(splits["train"][spec.event_time].max())]}
@@ -334,6 +337,7 @@ def register_model(ctx: StageContext, trained: dict[str, Any]) -> dict[str, Any]
             "flightdeck.code_version": code_version(),
             "flightdeck.spec_version": ctx.spec.fingerprint(),
             "flightdeck.window_param": window_tag(tuple(trained["window"])),  # type: ignore[arg-type]
+            "flightdeck.trigger": str(trained.get("trigger") or "")[:5000],
             "airflow.dag_id": ctx.dag_id, "airflow.run_id": ctx.run_id,
             **{f"validation.{k}": str(v) for k, v in trained["validation"].items()},
             **{f"test.{k}": str(v) for k, v in trained["test"].items()}}

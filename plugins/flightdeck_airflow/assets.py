@@ -23,3 +23,13 @@ def challenger_asset(spec_name: str) -> Asset:
 def champion_asset(spec_name: str) -> Asset:
     """Published when the gates move the ``champion`` alias; schedules (re)scoring."""
     return Asset(name=f"flightdeck.{spec_name}.champion", uri=f"flightdeck://{spec_name}/champion")
+
+
+def scored_asset(spec_name: str) -> Asset:
+    """Published when a scoring run published predictions; schedules monitoring."""
+    return Asset(name=f"flightdeck.{spec_name}.scored", uri=f"flightdeck://{spec_name}/scored")
+
+
+def retrain_asset(spec_name: str) -> Asset:
+    """Published when monitoring asks for retraining (decay or drift past the spec's limits); schedules training."""
+    return Asset(name=f"flightdeck.{spec_name}.retrain", uri=f"flightdeck://{spec_name}/retrain")

@@ -116,8 +116,16 @@ class TrainModelOperator(FlightDeckStageOperator):
         ctx = self.stage_context(context)
         window = (self.window_start or None, self.window_end or None)
         force = self.force if isinstance(self.force, bool) else str(self.force).lower() == "true"
+        trigger, request = self.training_trigger(context)
+        if request is None and not force and not self._may_retrain_on_data(ctx):
+            raise AirflowSkipException(
+                f"{trigger}: the champion stays until monitoring asks for retraining (spec "
+                f"monitoring.retrain_on: {list(ctx.spec.monitoring.retrain_on)}) or someone triggers this DAG")
+        if request is not None and request.get("window_start") and window == (None, None):
+            window = (str(request["window_start"]), str(request.get("as_of") or "") or None)
+        self.log.info("training because: %s", trigger)
         try:
-            manifest = training.train_model(ctx, window, force=force)
+            manifest = training.train_model(ctx, window, force=force, trigger=trigger)
         except (training.NoDatasetError, training.AlreadyTrained) as exc:
             raise AirflowSkipException(str(exc)) from exc
         except (TrainingDataError, FeatureError) as exc:
@@ -125,6 +133,38 @@ class TrainModelOperator(FlightDeckStageOperator):
         self.log.info("trained %s: validation %s, test %s", manifest["chosen"], manifest["validation"],
                       manifest["test"])
         return manifest
+
+    @staticmethod
+    def training_trigger(context: Context) -> tuple[str, dict[str, Any] | None]:
+        """Why this run trains: a monitoring request (with its reasons), new data, the schedule, or by hand."""
+        events = context.get("triggering_asset_events") or {}
+        for asset, asset_events in events.items():
+            name = str(getattr(asset, "name", asset))
+            for event in reversed(list(asset_events)):
+                extra = dict(event.extra or {})
+                if name.endswith(".retrain") or "monitoring_run_id" in extra:
+                    return (f"monitoring {extra.get('monitoring_run_id')} (as of {extra.get('as_of')}): "
+                            f"{extra.get('reason')}", extra)
+        run_type = context["dag_run"].run_type
+        kind = str(getattr(run_type, "value", run_type))
+        if kind == "asset_triggered":
+            return "new dataset version", None
+        if kind == "scheduled":
+            return "weekly schedule", None
+        return f"{kind} run by {context['dag_run'].run_id}", {} if kind in ("manual", "backfill") else None
+
+    @staticmethod
+    def _may_retrain_on_data(ctx: Any) -> bool:
+        """New data alone retrains only while nothing is promoted yet, or when the spec asks for it."""
+        from flightdeck.serving import NoChampionError, resolve_model
+
+        if ctx.spec.monitoring.retrain_on_new_data:
+            return True
+        try:
+            resolve_model(ctx.spec, ctx.settings)
+        except NoChampionError:
+            return True
+        return False
 
 
 class RegisterModelOperator(FlightDeckStageOperator):
