@@ -55,8 +55,13 @@ def partition_of(rows: int) -> str:
     return f"2099-01-{(rows // 1_000_000) % 28 + 1:02d}" if rows >= 1_000_000 else "2099-02-01"
 
 
-def prepare(home: Path, sizes: list[int]) -> None:
-    """Data, champion and scoring partitions (kept between runs)."""
+def prepare(home: Path, sizes: list[int], through_gates: bool = False, quick_training: bool = True) -> None:
+    """Data, champion and scoring partitions (kept between runs).
+
+    With ``through_gates`` the trained version becomes champion only if the gate promotes it
+    (``gates.judge_version`` + ``gates.decide``); otherwise ``@champion`` is set directly.
+    ``quick_training=False`` keeps the spec's own training section (all candidates, tuning).
+    """
     import yaml
 
     if not (home / "READY").exists():
@@ -64,7 +69,8 @@ def prepare(home: Path, sizes: list[int]) -> None:
             shutil.rmtree(home)
         shutil.copytree(REPO / "include" / "specs", home / "specs")
         raw = yaml.safe_load((home / "specs" / "flights.yaml").read_text())
-        raw["training"].update(candidates=["dummy", "lightgbm"], tune_top=0, cv_folds=2)
+        if quick_training:
+            raw["training"].update(candidates=["dummy", "lightgbm"], tune_top=0, cv_folds=2)
         for source in raw["sources"].values():  # replicated rows shift `year` to keep keys unique
             source["columns"]["year"]["max"] = 3000
         (home / "specs" / "flights.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -84,8 +90,16 @@ def prepare(home: Path, sizes: list[int]) -> None:
             stage(ctx)
         tctx = runners.StageContext(spec, settings, run_id="bench-train", dag_id="flights_training")
         version = training.register_model(tctx, training.train_model(tctx))["version"]
-        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-        mlflow.MlflowClient().set_registered_model_alias(spec.registered_model_name, "champion", version)
+        if through_gates:
+            from flightdeck import gates
+
+            gctx = runners.StageContext(spec, settings, run_id="bench-gate", dag_id="flights_gate")
+            decision = gates.decide(gctx, gates.judge_version(gctx, version))
+            if not decision["promoted"]:
+                raise RuntimeError(f"the gate rejected version {version}: {decision['reasons']}")
+        else:
+            mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+            mlflow.MlflowClient().set_registered_model_alias(spec.registered_model_name, "champion", version)
         (home / "READY").write_text("ok")
     set_env(home)
     import pandas as pd

@@ -104,10 +104,12 @@ def run_demo(spec_name: str, start: date, end: date, timeout: float = 900.0) -> 
     print(f"3/6 starting airflow standalone (log: {log_path})")
     proc = start_standalone(log_path)
     training_id, gate_id, scoring_id = f"{spec.name}_training", f"{spec.name}_gate", f"{spec.name}_scoring"
+    monitoring_id = f"{spec.name}_monitoring"
     try:
-        wanted = {dag_id, training_id, gate_id, scoring_id}
+        wanted = {dag_id, training_id, gate_id, scoring_id, monitoring_id}
         wait_for(lambda: wanted <= set(airflow("dags", "list", "-o", "plain", check=False).stdout.split()),
                  f"the DAG processor to parse {', '.join(sorted(wanted))}", 300)
+        airflow("dags", "unpause", monitoring_id)  # scheduled on the scored and curated Assets (and daily)
         airflow("dags", "unpause", scoring_id)  # scheduled on the champion Asset (and daily)
         airflow("dags", "unpause", gate_id)  # scheduled on the challenger Asset
         airflow("dags", "unpause", training_id)  # scheduled on the data DAG's Asset
@@ -140,12 +142,47 @@ def run_demo(spec_name: str, start: date, end: date, timeout: float = 900.0) -> 
                                         exclude=earlier_scoring)[1]
             except TimeoutError:
                 print("    the gates did not move champion: nothing scored")
+        if state == "success" and spec.labels_source is not None:
+            state = deliver_outcomes(spec, landing, tomorrow, dag_id, monitoring_id, settings, timeout)
     finally:
         print("    stopping airflow standalone")
         stop(proc)
     print("6/6 what landed where")
     summarise(settings, spec.name)
     return 0 if state == "success" else 1
+
+
+def deliver_outcomes(spec: Any, landing: Any, day: date, data_dag: str, monitoring_dag: str, settings: Settings,
+                     timeout: float) -> str:
+    """The outcomes of the scored day arrive: the data DAG curates them, monitoring measures realised quality."""
+    from flightdeck import monitoring
+
+    print(f"    the scoring run published the scored Asset: {monitoring_dag} measures drift, skew, stability, ...")
+    source = replay.load_replay_source(spec)
+    for delivery, payload in replay.cut_deliveries(spec, source, day, day):
+        if delivery.source == spec.labels_source_name:
+            landing.put_bytes(payload, f"{spec.name}/{delivery.file_name}")
+            print(f"    the outcomes of {day} land ({delivery.file_name}, {delivery.rows} rows): late labels")
+    run_id = f"demo_labels__{time.strftime('%Y%m%dT%H%M%S')}"
+    airflow("dags", "trigger", data_dag, "--run-id", run_id)
+    state = wait_for(lambda: finished(data_dag, run_id), f"run {run_id}", timeout, interval=5)
+    print(f"    {data_dag} run {run_id}: {state}; the curated Asset schedules {monitoring_dag}")
+    engine = warehouse.connect(settings.warehouse_url)
+
+    def decay_measured() -> bool:
+        rows = monitoring.latest_figures(engine, spec.name, limit_partitions=5)
+        return any(r["check_name"] == "decay" and r["partition_date"] == day.isoformat() for r in rows)
+
+    try:
+        wait_for(decay_measured, f"realised quality of {day}", timeout, interval=5)
+        wait_for(lambda: all(s in ("success", "failed") for s in runs_of(monitoring_dag).values()),
+                 f"the {monitoring_dag} runs to finish", timeout, interval=5)
+    except TimeoutError as exc:
+        print(f"    {exc}")
+        return "failed"
+    runs = runs_of(monitoring_dag)
+    print(f"    {monitoring_dag}: {len(runs)} runs, " + ", ".join(f"{r}: {s}" for r, s in sorted(runs.items())))
+    return "success" if state == "success" and all(s == "success" for s in runs.values()) else "failed"
 
 
 def await_asset_run(dag_id: str, what: str, timeout: float, exclude: set[str] | frozenset[str] = frozenset(),
@@ -189,6 +226,12 @@ def summarise(settings: Settings, spec_name: str) -> None:
 
     for line in scoring.demo_lines(settings, spec_name):
         print("    " + line)
+    print_monitoring(settings, spec_name)
+    from flightdeck import delivery
+
+    metrics = delivery.compute_delivery_metrics(*delivery.load_delivery_events(settings, spec_name))
+    print("    delivery metrics ('flightdeck delivery-metrics flights'):")
+    print("\n".join("      " + line for line in metrics.table().splitlines()[:6]))
     safe_url = sa.engine.make_url(settings.warehouse_url).render_as_string(hide_password=True)
     print(f"    lake {settings.lake_uri}  warehouse {safe_url}")
     print("    UI: 'make up' then http://localhost:8080 (login in the output of make up)")
@@ -233,3 +276,20 @@ def print_gate(settings: Settings, spec_name: str) -> None:
           + ("".join(f"\n      {r}" for r in last["reasons"].splitlines()) if last["reasons"]
              else " (every hard gate passed)"))
     print(f"    report: {last['report_uri']}")
+
+
+def print_monitoring(settings: Settings, spec_name: str) -> None:
+    """The newest monitoring figures: one line per check and metric, then the features that drift most."""
+    from flightdeck import monitoring
+
+    rows = monitoring.latest_figures(warehouse.connect(settings.warehouse_url), spec_name, limit_partitions=2)
+    if not rows:
+        print("    monitoring: no figures yet")
+        return
+    print("    monitoring (fd_monitoring_metrics; 'flightdeck monitor flights --show --subjects' for every figure):")
+    print("\n".join("      " + line for line in monitoring.format_figures(rows).splitlines()))
+    drift = sorted((r for r in rows if r["check_name"] == "drift" and r["metric"] == "psi" and r["value"] is not None),
+                   key=lambda r: -r["value"])[:5]
+    if drift:
+        print("    most drifting features: " + ", ".join(f"{r['subject']} PSI {r['value']:.3f} ({r['status']})"
+                                                       for r in drift))

@@ -307,7 +307,8 @@ def check_stability(ctx: StageContext, scores: np.ndarray, partition: str, versi
     nan, inf = int(np.isnan(s).sum()), int(np.isinf(s).sum())
     finite = s[np.isfinite(s)]
     out_of_range = int(((finite < 0) | (finite > 1)).sum())
-    extreme = int(((finite < cfg.extreme_score) | (finite > 1 - cfg.extreme_score)).sum())
+    in_range = finite[(finite >= 0) & (finite <= 1)]  # out-of-range scores are counted above, not twice
+    extreme = int(((in_range < cfg.extreme_score) | (in_range > 1 - cfg.extreme_score)).sum())
     share = extreme / n if n else 0.0
     mk = lambda metric, value, status, threshold: Figure(  # noqa: E731
         "stability", metric, value, status, threshold, partition=partition, rows=n, model_version=version)
@@ -421,16 +422,16 @@ def decay_figures(ctx: StageContext, joined: pd.DataFrame, partition: str, windo
     """Realised metrics of labelled predictions, overall and per slice, judged against the version's promise."""
     cfg = ctx.spec.monitoring.decay
     n = len(joined)
-    if n == 0:
-        return [Figure("decay", cfg.metric, None, "no_labels", reference, partition=partition, window=window, rows=0,
-                       model_version=version, detail={**detail, "why": "no labels yet"})]
-    y = joined["_y"].astype(int).to_numpy()
-    p = joined["score"].astype("float64").to_numpy()
-    metrics = realised.realised_metrics(y, p, threshold)
     lower_is_better = cfg.metric == "log_loss"
     limit = None
     if reference is not None:
         limit = reference + cfg.max_drop if lower_is_better else reference - cfg.max_drop
+    if n == 0:
+        return [Figure("decay", cfg.metric, None, "no_labels", limit, partition=partition, window=window, rows=0,
+                       model_version=version, detail={**detail, "why": "no labels yet", "reference": reference})]
+    y = joined["_y"].astype(int).to_numpy()
+    p = joined["score"].astype("float64").to_numpy()
+    metrics = realised.realised_metrics(y, p, threshold)
     value = metrics.get(cfg.metric)
     if n < cfg.min_labelled:
         status = "insufficient"
@@ -892,6 +893,8 @@ def retrain_reasons(ctx: StageContext, run_id: str) -> list[dict[str, Any]]:
         elif "drift" in wanted and ((r["check_name"] == "drift" and r["metric"] == "features_in_alert")
                                     or r["check_name"] == "score_drift"):
             out.append(r)
+        elif "staleness" in wanted and r["check_name"] == "staleness" and r["metric"] == "model_data_age_days":
+            out.append(r)
     return [{"check": r["check_name"], "metric": r["metric"], "subject": r["subject"], "partition": r["partition_date"],
              "window": r["window"], "value": r["value"], "threshold": r["threshold"],
              "model_version": r["model_version"]} for r in out]
@@ -910,8 +913,9 @@ def decide_retraining(ctx: StageContext, run_id: str, as_of: str, champion: str 
         return RetrainDecision("none", reasons, as_of, champion)
     r = warehouse.retraining
     with ctx.engine.connect() as conn:
+        # only requests up to this data date: re-deciding an older run must not be cooled down by a later one
         last = conn.execute(sa.select(r.c.as_of).where(r.c.spec_name == ctx.name, r.c.action == "retrain",
-                                                       r.c.run_id != run_id)
+                                                       r.c.run_id != run_id, r.c.as_of <= as_of)
                             .order_by(r.c.as_of.desc()).limit(1)).scalar()
     cooldown = parse_duration(cfg.cooldown)
     until = (date.fromisoformat(last) + cooldown).isoformat() if last else None

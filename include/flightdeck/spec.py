@@ -335,7 +335,7 @@ class MonitoringSpec(_Frozen):
     max_input_age: str = "P2D"
     performance_window: Annotated[int, Field(ge=2)] = 14      # scoring runs in the rolling median
     max_slowdown: Annotated[float, Field(gt=1)] = 2.0         # throughput below median / this alerts
-    retrain_on: tuple[Literal["decay", "drift"], ...] = ("decay",)
+    retrain_on: tuple[Literal["decay", "drift", "staleness"], ...] = ("decay",)
     cooldown: str = "P14D"
     retrain_window: str | None = None                     # train on the last ... of data; empty: all
     retrain_on_new_data: bool = False                     # also retrain on every new dataset version
