@@ -685,7 +685,9 @@ def _already_monitored(ctx: StageContext) -> dict[tuple[str, str], str]:
     with ctx.engine.connect() as conn:
         rows = conn.execute(sa.select(m.c.check_name, m.c.partition_date, m.c.detail).where(
             m.c.spec_name == ctx.name, m.c.window == "partition", m.c.subject == "",
-            m.c.metric.in_(["mean_score", ctx.spec.monitoring.decay.metric]))).all()
+            # decay has a mean_score figure too (without the fingerprint): pair each check with its own metric
+            sa.or_(sa.and_(m.c.check_name == "stability", m.c.metric == "mean_score"),
+                   sa.and_(m.c.check_name == "decay", m.c.metric == ctx.spec.monitoring.decay.metric)))).all()
     out = {}
     for check, part, detail in rows:
         d = json.loads(detail or "{}")
