@@ -219,7 +219,8 @@ def run_year(spec_name: str, home: Path, start: date, end: date, bootstrap_days:
             kind = "promote" if outcome["promoted"] else "reject"
             state.events.append({"date": day.isoformat(), "kind": kind, "version": outcome["version"],
                                  "detail": "; ".join(outcome["reasons"])[:300] or outcome["chosen"]})
-            echo(f"  {day}: v{outcome['version']} ({outcome['chosen']}) {kind}d"
+            verb = "promoted" if outcome["promoted"] else "rejected"
+            echo(f"  {day}: v{outcome['version']} ({outcome['chosen']}) {verb}"
                  + (f": {'; '.join(outcome['reasons'])[:200]}" if outcome["reasons"] else ""))
             if outcome["promoted"]:  # the champion Asset: rescore the open partitions with the new version
                 with state.timer("scoring"):
