@@ -124,6 +124,28 @@ def read_predictions(ctx: StageContext, partition: str) -> pd.DataFrame:
     return frame.reindex(columns=[*pt.keys, "score", "label", "model_version", "feature_hash"])
 
 
+def read_scores(ctx: StageContext, partition: str) -> np.ndarray:
+    """Only the published scores of one partition (what stability and score drift need)."""
+    t = predictions.ensure_tables(ctx.engine, ctx.spec).table
+    with ctx.engine.connect() as conn:
+        frame = pd.read_sql_query(sa.select(t.c.score).where(t.c[predictions.PARTITION] == partition), conn)
+    return frame["score"].to_numpy(dtype="float64")
+
+
+def read_prediction_sample(ctx: StageContext, partition: str, rows: int) -> pd.DataFrame:
+    """A deterministic sample of published rows (key, score, feature hash): the ``rows`` lowest feature hashes.
+
+    The hash of the feature row is as good as random with respect to the rows, and the
+    database picks the sample, so a 1M-row partition is never fetched for it.
+    """
+    pt = predictions.ensure_tables(ctx.engine, ctx.spec)
+    t = pt.table
+    query = (sa.select(*[t.c[k] for k in pt.keys], t.c.score, t.c.feature_hash)
+             .where(t.c[predictions.PARTITION] == partition).order_by(t.c.feature_hash).limit(rows))
+    with ctx.engine.connect() as conn:
+        return pd.read_sql_query(query, conn)
+
+
 def read_curated(ctx: StageContext, partition: str) -> pd.DataFrame | None:
     key = runners.curated_key(ctx.name, partition)
     if not ctx.lake.exists(key):
@@ -230,20 +252,46 @@ def raw_partition_rows(ctx: StageContext, partition: str, only: pd.DataFrame | N
         try:
             offset = 1
             for chunk in ingest.read_delivery(local, source, batch["file_name"], ctx.settings.chunk_rows):
-                parsed = ingest.parse_rows(chunk, spec, source, rules, offset, pii_key)
+                start, chunk_rows = offset, len(chunk)
+                offset += chunk_rows
+                if only is not None:
+                    chunk = chunk[_may_match(chunk, only, spec)]
+                    if chunk.empty:
+                        continue
+                parsed = ingest.parse_rows(chunk, spec, source, rules, start, pii_key)
                 accepted = parsed.accepted.drop(columns=["_batch_id", "_row_number"])
                 if only is not None:
                     wanted = _key_frame(accepted, list(spec.entity_key)).merge(
                         only, how="left", indicator="_hit")["_hit"].eq("both").to_numpy()
                     accepted = accepted[wanted]
                 frames.append(accepted)
-                offset += len(chunk)
         finally:
             local.unlink(missing_ok=True)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def check_skew(ctx: StageContext, model: ServingModel, curated: pd.DataFrame, scored: pd.DataFrame,
+def _may_match(raw: pd.DataFrame, only: pd.DataFrame, spec: Any) -> np.ndarray:
+    """Rows of a raw (text) chunk whose key values could be one of ``only``'s entities.
+
+    A cheap superset of the exact match, so only those rows are parsed again: numeric key
+    columns compare as numbers, unpseudonymised text and category columns as stripped text;
+    other key columns do not filter.
+    """
+    keep = np.ones(len(raw), dtype=bool)
+    for column in spec.entity_key:
+        col = spec.features_source.columns.get(column)
+        if col is None or column not in raw.columns or column not in only.columns:
+            continue
+        text = raw[column].astype(str).str.strip()
+        if col.type in ("int", "float"):
+            wanted = set(pd.to_numeric(only[column], errors="coerce").dropna().astype("float64"))
+            keep &= pd.to_numeric(text, errors="coerce").astype("float64").isin(wanted).to_numpy()
+        elif col.type in ("category", "string") and not col.pii:
+            keep &= text.isin(set(only[column].astype(str).str.strip())).to_numpy()
+    return keep
+
+
+def check_skew(ctx: StageContext, model: ServingModel, curated: pd.DataFrame, sample: pd.DataFrame,
                partition: str) -> list[Figure]:
     """Training/serving skew on a sample of scored rows (Monitor 3).
 
@@ -251,16 +299,18 @@ def check_skew(ctx: StageContext, model: ServingModel, curated: pd.DataFrame, sc
     row rules, wrangling, the feature code with the version's state); the serving path is
     what the scoring run stored (the feature hash) and what it computes from the curated
     partition. Counts the rows whose features differ and, per feature, the rows that differ.
+
+    Args:
+        sample: published rows (entity key and ``feature_hash``), e.g. :func:`read_prediction_sample`.
     """
     from flightdeck import wrangle
 
     cfg = ctx.spec.monitoring
     keys = list(ctx.spec.entity_key)
     v = model.version
-    if scored.empty:
+    if sample.empty:
         return [Figure("skew", "rows_differing_share", None, "insufficient", cfg.max_skew_share,
                        partition=partition, rows=0, model_version=v, detail={"why": "nothing scored"})]
-    sample = scored.sample(min(cfg.skew_sample_rows, len(scored)), random_state=ctx.spec.training.seed)
     raw = raw_partition_rows(ctx, partition, only=_key_frame(sample, keys).drop_duplicates())
     if raw.empty:
         return [Figure("skew", "rows_differing_share", None, "error", cfg.max_skew_share, partition=partition,
@@ -760,18 +810,18 @@ def run_monitoring(ctx: StageContext, as_of: str | None = None, partitions: Sequ
 
             def serving_checks(part: str = part, run: dict[str, Any] = run, version: str = version) -> list[Figure]:
                 model = models.get(version)
-                scored = read_predictions(ctx, part)
+                scores = read_scores(ctx, part)
                 curated = read_curated(ctx, part)
                 if curated is None:
                     raise FileNotFoundError(f"curated partition {part} of {ctx.name!r} is gone")
-                out = check_stability(ctx, scored["score"].to_numpy(dtype="float64"), part, version)
+                out = check_stability(ctx, scores, part, version)
                 for f in out:
                     if f.metric == "mean_score":
                         f.detail = {"scoring_run_id": run["run_id"]}
                 out += check_invariants(ctx, part, run)
-                out += guarded("drift", part, lambda: check_drift(ctx, model, curated,
-                                                                  scored["score"].to_numpy(dtype="float64"), part))
-                out += guarded("skew", part, lambda: check_skew(ctx, model, curated, scored, part))
+                out += guarded("drift", part, lambda: check_drift(ctx, model, curated, scores, part))
+                out += guarded("skew", part, lambda: check_skew(
+                    ctx, model, curated, read_prediction_sample(ctx, part, spec.monitoring.skew_sample_rows), part))
                 return out
 
             part_figures += guarded("stability", part, serving_checks)
