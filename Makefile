@@ -49,10 +49,11 @@ up: install  ## start the Airflow UI (standalone) and the MLflow UI; Ctrl-C stop
 	echo "logs: $(FLIGHTDECK_HOME)/logs  (Ctrl-C stops both)"; \
 	wait $$AF
 
-bench: install  ## benchmarks (results in BENCHMARKS.md): data pipeline, training, scoring (about 40 minutes)
+bench: install  ## benchmarks (results in BENCHMARKS.md): data pipeline, training, scoring, monitoring (about 50 minutes)
 	$(BIN)/python benchmarks/bench_data_pipeline.py
 	cd benchmarks && ../$(BIN)/python bench_training.py
 	$(BIN)/python benchmarks/bench_scoring.py --rows 1000000 3000000
+	$(BIN)/python benchmarks/bench_monitoring.py --rows 1000000
 
 lint: install
 	$(BIN)/ruff check include plugins dags tests benchmarks

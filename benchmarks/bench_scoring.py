@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -55,13 +55,16 @@ def partition_of(rows: int) -> str:
     return f"2099-01-{(rows // 1_000_000) % 28 + 1:02d}" if rows >= 1_000_000 else "2099-02-01"
 
 
-def prepare(home: Path, sizes: list[int], through_gates: bool = False, quick_training: bool = True) -> None:
+def prepare(home: Path, sizes: list[int], through_gates: bool = False, quick_training: bool = True,
+            month: date = date(2013, 3, 1)) -> None:
     """Data, champion and scoring partitions (kept between runs).
 
     With ``through_gates`` the trained version becomes champion only if the gate promotes it
     (``gates.judge_version`` + ``gates.decide``); otherwise ``@champion`` is set directly.
     ``quick_training=False`` keeps the spec's own training section (all candidates, tuning).
+    ``month`` (its first day) is the month of flights replayed and trained on.
     """
+    month_end = (month + timedelta(days=31)).replace(day=1) - timedelta(days=1)
     import yaml
 
     if not (home / "READY").exists():
@@ -83,7 +86,7 @@ def prepare(home: Path, sizes: list[int], through_gates: bool = False, quick_tra
 
         settings = Settings.from_env()
         spec = load_spec(settings.specs_dir / "flights.yaml")
-        replay.replay(spec, open_store(settings.landing_uri), date(2013, 3, 1), date(2013, 3, 31))
+        replay.replay(spec, open_store(settings.landing_uri), month, month_end)
         ctx = runners.StageContext(spec, settings, run_id="bench-data")
         for stage in (runners.ingest_deliveries, runners.validate_batches, runners.curate_batches,
                       runners.split_dataset):
@@ -111,7 +114,7 @@ def prepare(home: Path, sizes: list[int], through_gates: bool = False, quick_tra
 
     lake = open_store(Settings.from_env().lake_uri)
     march = pd.concat([pd.read_parquet(lake.path(o.key)) for o in lake.list("curated/flights/")
-                       if o.key.endswith(".parquet") and "2013-03" in o.key], ignore_index=True)
+                       if o.key.endswith(".parquet") and f"{month:%Y-%m}" in o.key], ignore_index=True)
     for rows in sizes:
         dest = lake.path(curated_key("flights", partition_of(rows)))
         if dest.exists() and pq.ParquetFile(dest).metadata.num_rows == rows:
