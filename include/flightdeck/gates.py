@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
 
 from flightdeck import evaluate, rubric, warehouse
 from flightdeck.checks import (
@@ -148,10 +149,20 @@ def _run_type(run_type: str) -> str:
 
 
 def evidence_for(ctx: StageContext, name: str, version: str, code_version: str) -> list[rubric.Evidence]:
-    """Every evidence record about this version, its code version (CI) and the committed attestations."""
+    """Every evidence record about this version, its code version (CI), its serving pipeline's monitoring
+    and the committed attestations.
+
+    Monitoring evidence (``monitor_*``) is about the pipeline that serves the registered model,
+    recorded against the champion it watched: a challenger gets the credit of the monitoring
+    that will watch it, within each record's freshness window.
+    """
     rows = warehouse.select_rows(ctx.engine, warehouse.test_evidence, {"model_name": name, "model_version": version})
     rows += warehouse.select_rows(ctx.engine, warehouse.test_evidence,
                                   {"model_name": "", "model_version": "", "code_version": code_version})
+    t = warehouse.test_evidence
+    with ctx.engine.connect() as conn:
+        rows += [dict(r) for r in conn.execute(sa.select(t).where(
+            t.c.model_name == name, t.c.section == "monitor", t.c.model_version != version)).mappings()]
     records = [rubric.Evidence.from_row(r) for r in rows]
     folder = ctx.spec.path.parent / ctx.spec.name / "attestations" if ctx.spec.path else None
     records += [rubric.attestation_evidence(a, name, version, code_version) for a in rubric.load_attestations(folder)]

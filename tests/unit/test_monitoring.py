@@ -335,6 +335,20 @@ def test_evidence_rows_are_keyed_by_version_and_run_and_a_rerun_replaces(ctx, se
     assert outcomes() == {("3", "r1"): "fail", ("3", "r2"): "pass", ("4", "r1"): "pass"}
 
 
+def test_a_challenger_gets_the_credit_of_the_monitoring_that_watches_its_registered_model(ctx):
+    """Monitoring evidence recorded against the champion (v3) counts on the score card of a challenger (v4)."""
+    from flightdeck import gates, rubric
+
+    at = datetime.now(UTC)
+    figures = [Figure(check, "m", 0.0, "ok") for check in monitoring.MONITOR_TESTS]
+    monitoring.record_monitoring_evidence(ctx, figures, "3", "scheduled", at)
+    name = ctx.spec.registered_model_name
+    card = rubric.score_card(name, "4", gates.evidence_for(ctx, name, "4", "0.1.0+test"), at=at)
+    assert card.sections["monitor"] == 7.0
+    other = rubric.score_card("flightdeck-other", "4", gates.evidence_for(ctx, "flightdeck-other", "4", "x"), at=at)
+    assert other.sections["monitor"] == 0.0  # another registered model's monitoring is not this one's
+
+
 # ---------------------------------------------------------------- dependencies (Monitor 1)
 @pytest.mark.parametrize(("before", "after", "diff"), [
     ({"a": "1"}, {"a": "1"}, {}),
