@@ -239,7 +239,8 @@ def populated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]
         conn.execute(warehouse.monitoring_metrics.insert(), [
             _measure("decay", "roc_auc", "2", "alert", at(6, 12)),
             {**_measure("decay", "log_loss", "2", "alert", at(6, 13))},  # same (check, partition, version)
-            _measure("drift", "psi", None, "alert", at(9, 6), partition="2024-01-10"),
+            _measure("stability", "nan_scores", None, "alert", at(9, 6), partition="2024-01-10"),
+            _measure("drift", "psi", None, "alert", at(9, 5), partition="2024-01-10"),  # drift: no incident
             _measure("drift", "ks", None, "warn", at(8, 6), partition="2024-01-09"),
             _measure("invariants", "violations", None, "alert", at(8, 7), partition="2024-01-09"),
             _measure("staleness", "hours", None, "alert", at(8, 8), partition="2024-01-09")])
@@ -255,7 +256,7 @@ def test_loader_reads_warehouse_registry_and_git(populated):
     ]
     assert all(p.promoted_at.tzinfo is UTC for p in promotions)
     assert rollbacks == [Rollback(version="2", at=at(7), restored="1")]
-    assert [(a.at, a.check, a.version) for a in alerts] == [(at(6, 12), "decay", "2"), (at(9, 6), "drift", None)]
+    assert [(a.at, a.check, a.version) for a in alerts] == [(at(6, 12), "decay", "2"), (at(9, 6), "stability", None)]
     assert "roc_auc" in alerts[0].detail and "1 more" in alerts[0].detail
 
     m = compute_delivery_metrics(promotions, rollbacks, alerts)
