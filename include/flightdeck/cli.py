@@ -198,9 +198,11 @@ def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
         ctx = runners.StageContext(spec, settings, run_id=args.run_id or f"manual__{warehouse.now():%Y%m%dT%H%M%S}",
                                    dag_id="flightdeck-cli")
         manifest = monitoring.run_monitoring(ctx, as_of=args.as_of, partitions=args.partition or None)
-        decision = monitoring.decide_retraining(ctx, ctx.run_id, manifest["as_of"], manifest["champion"])
+        # outside Airflow nothing can emit the retrain Asset: say what the DAG would decide, record nothing
+        decision = monitoring.decide_retraining(ctx, ctx.run_id, manifest["as_of"], manifest["champion"],
+                                                record=False)
         print(json.dumps({**{k: manifest[k] for k in ("run_id", "as_of", "champion", "status", "errors")},
-                          "retraining": decision.to_dict()}, indent=2, default=str))
+                          "the monitoring DAG would decide": decision.to_dict()}, indent=2, default=str))
     rows = monitoring.latest_figures(warehouse.connect(settings.warehouse_url), spec.name, args.partitions)
     print(monitoring.format_figures(rows, subjects=args.subjects))
     return 0

@@ -31,7 +31,7 @@ import importlib.metadata
 import json
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -94,13 +94,6 @@ def _json(value: Any) -> str:
             return clean(v.item())
         return v
     return json.dumps(clean(value), default=str, sort_keys=True, allow_nan=False)
-
-
-def worst(statuses: Iterable[str]) -> str:
-    """The most severe status (error > alert > warn > ok > insufficient > no_labels)."""
-    order = {"error": 5, "alert": 4, "warn": 3, "ok": 2, "insufficient": 1, "no_labels": 0}
-    found = list(statuses)
-    return max(found, key=lambda s: order[s]) if found else "ok"
 
 
 def _status(bad: bool, warn: bool = False) -> str:
@@ -267,7 +260,11 @@ def raw_partition_rows(ctx: StageContext, partition: str, only: pd.DataFrame | N
                 frames.append(accepted)
         finally:
             local.unlink(missing_ok=True)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if not frames:
+        return pd.DataFrame()
+    # a key delivered again replaces the earlier row, as curation does (batches are listed oldest first)
+    return pd.concat(frames, ignore_index=True).drop_duplicates(list(spec.entity_key), keep="last",
+                                                                ignore_index=True)
 
 
 def _may_match(raw: pd.DataFrame, only: pd.DataFrame, spec: Any) -> np.ndarray:
@@ -327,6 +324,9 @@ def check_skew(ctx: StageContext, model: ServingModel, curated: pd.DataFrame, sa
 
     raw_pos = align(training_rows)
     cur_pos = align(curated)
+    if not len(raw_pos) == len(cur_pos) == len(sample):
+        raise ValueError(f"partition {partition}: entity keys are not unique in the raw or curated rows "
+                         f"({len(raw_pos)} raw and {len(cur_pos)} curated matches for {len(sample)} sampled rows)")
     missing_raw = int(raw_pos["_row"].isna().sum())
     found = raw_pos["_row"].notna() & cur_pos["_row"].notna()
     raw_sel = training_rows.iloc[raw_pos.loc[found, "_row"].astype(int).to_numpy()].reset_index(drop=True)
@@ -349,13 +349,14 @@ def check_skew(ctx: StageContext, model: ServingModel, curated: pd.DataFrame, sa
             per_feature[column] = n
     n = len(sample)
     share = rows_differing / n
-    figures = [Figure("skew", "rows_differing_share", share, _status(share > cfg.max_skew_share), cfg.max_skew_share,
+    status = _status(share > cfg.max_skew_share, rows_differing > 0)
+    figures = [Figure("skew", "rows_differing_share", share, status, cfg.max_skew_share,
                       partition=partition, rows=n, model_version=v,
                       detail={"rows_differing": rows_differing, "missing_in_raw": missing_raw,
                               "features_differing": per_feature}),
-               Figure("skew", "features_differing", float(len(per_feature)), _status(bool(per_feature)), 0.0,
+               Figure("skew", "features_differing", float(len(per_feature)), status if per_feature else "ok", None,
                       partition=partition, rows=n, model_version=v, detail=per_feature)]
-    figures += [Figure("skew", "rows_differing", float(k), "alert", 0.0, subject=col, partition=partition, rows=n,
+    figures += [Figure("skew", "rows_differing", float(k), status, None, subject=col, partition=partition, rows=n,
                        model_version=v) for col, k in per_feature.items()]
     return figures
 
@@ -389,6 +390,9 @@ def check_invariants(ctx: StageContext, partition: str, run: dict[str, Any]) -> 
     validation = details.get("validation")
     refused = [r for r in predictions.list_runs(ctx.engine, ctx.name, partition) if r["status"] == "invalid"]
     v = run.get("model_version")
+    if not validation and not run.get("rows"):
+        return [Figure("invariants", "validated", None, "insufficient", 1.0, partition=partition, rows=0,
+                       model_version=v, detail={"why": "an empty partition: nothing to validate"})]
     if not validation:
         return [Figure("invariants", "validated", 0.0, "alert", 1.0, partition=partition, rows=run.get("rows"),
                        model_version=v, detail={"why": "the scoring run recorded no validation of its batch"})]
@@ -431,12 +435,7 @@ def join_labels(ctx: StageContext, scored: pd.DataFrame, curated: pd.DataFrame) 
     left = pd.concat([_key_frame(scored, keys), scored[["score", "label", "model_version"]]], axis=1)
     right = pd.concat([_key_frame(lab, keys), lab[[target, *slices]].rename(columns={target: "_y"})], axis=1)
     right = right.drop_duplicates(keys, keep="last")
-    joined = left.merge(right, on=keys, how="inner")
-    # the slice columns are the entity key's own where they overlap
-    for c in spec.training.slices:
-        if c in keys and c not in joined.columns:
-            joined[c] = left[c]
-    return joined
+    return left.merge(right, on=keys, how="inner")  # slice columns of the entity key come from ``left``
 
 
 def record_label_orphans(ctx: StageContext, partition: str, scored: pd.DataFrame) -> dict[str, int]:
@@ -498,12 +497,20 @@ def decay_figures(ctx: StageContext, joined: pd.DataFrame, partition: str, windo
                        model_version=version, detail={**detail, "why": "no labels yet", "reference": reference})]
     y = joined["_y"].astype(int).to_numpy()
     p = joined["score"].astype("float64").to_numpy()
+    usable = np.isfinite(p) & (p >= 0) & (p <= 1)
+    if not usable.all():  # stability alerts on them; quality is judged on the rest
+        detail = {**detail, "unusable_scores": int((~usable).sum())}
+        y, p, n = y[usable], p[usable], int(usable.sum())
+        if n == 0:
+            return [Figure("decay", cfg.metric, None, "insufficient", limit, partition=partition, window=window,
+                           rows=0, model_version=version, detail={**detail, "why": "no usable score"})]
     metrics = realised.realised_metrics(y, p, threshold)
     value = metrics.get(cfg.metric)
-    if n < cfg.min_labelled:
+    if n < cfg.min_labelled or value is None:
         status = "insufficient"
-    elif value is None:
-        status = "insufficient"
+    elif limit is None and cfg.min_value is None:
+        status = "insufficient"  # nothing to judge against: never "ok" by default
+        detail = {**detail, "why": f"the version has no test.{cfg.metric} tag and decay.min_value is not set"}
     else:
         below = (limit is not None and (value > limit if lower_is_better else value < limit))
         floor = cfg.min_value is not None and (value > cfg.min_value if lower_is_better else value < cfg.min_value)
@@ -518,8 +525,9 @@ def decay_figures(ctx: StageContext, joined: pd.DataFrame, partition: str, windo
                           limit if is_main else None, partition=partition, window=window, rows=n,
                           model_version=version, detail={**detail, "reference": reference} if is_main else {}))
     if window == "partition":
-        for s in realised.slice_metrics(joined, "_y", "score", [c for c in ctx.spec.training.slices
-                                                                 if c in joined.columns], threshold):
+        usable_rows = joined[np.isfinite(joined["score"].astype("float64")) & joined["score"].between(0, 1)]
+        for s in realised.slice_metrics(usable_rows, "_y", "score", [c for c in ctx.spec.training.slices
+                                                                      if c in joined.columns], threshold):
             val = s.get(cfg.metric)
             out.append(Figure("decay", cfg.metric, None if val is None else float(val),
                               s.get("status", "ok") if val is not None else "insufficient", None,
@@ -533,10 +541,12 @@ def check_decay(ctx: StageContext, partition: str, run: dict[str, Any], models: 
     """Realised quality of one published partition once its labels arrived; None while it has none."""
     curated = read_curated(ctx, partition)
     target = ctx.spec.target.name
-    if curated is None or curated[target].notna().sum() == 0:
+    if curated is None:
         return None
+    if curated[target].notna().sum() == 0 and not _has_labels_batch(ctx, partition):
+        return None  # nothing delivered yet
     scored = read_predictions(ctx, partition)
-    counts = record_label_orphans(ctx, partition, scored)
+    counts = record_label_orphans(ctx, partition, scored)  # also when none of the delivered labels matched
     joined = join_labels(ctx, scored, curated)
     cache[partition] = joined
     version = str(run.get("model_version"))
@@ -552,6 +562,13 @@ def check_decay(ctx: StageContext, partition: str, run: dict[str, Any], models: 
                        0.0, partition=partition, rows=counts["labels"], model_version=version,
                        detail={"kept_in": "fd_label_orphans", "counted": "once"})]
     return figures
+
+
+def _has_labels_batch(ctx: StageContext, partition: str) -> bool:
+    source = ctx.spec.labels_source_name
+    return source is not None and any(
+        b["batch_date"] == partition
+        for b in warehouse.list_batches(ctx.engine, ctx.name, statuses=("validated", "curated"), source=source))
 
 
 def rolling_decay(ctx: StageContext, as_of: str, champion: ServingModel, published: dict[str, dict[str, Any]],
@@ -774,6 +791,15 @@ def run_monitoring(ctx: StageContext, as_of: str | None = None, partitions: Sequ
     spec = ctx.spec
     at = warehouse.now()
     published = published_partitions(ctx)
+    if as_of is not None:
+        predictions.check_partition(as_of)
+    if partitions:
+        for part in partitions:
+            predictions.check_partition(part)
+        unknown = sorted(set(partitions) - set(published))
+        if unknown:
+            raise ValueError(f"partitions {unknown} of spec {ctx.name!r} have no published predictions "
+                             f"(published: {len(published)}, newest {max(published) if published else None})")
     try:
         champion_version = resolve_model(spec, ctx.settings).version
     except NoChampionError:
@@ -797,6 +823,7 @@ def run_monitoring(ctx: StageContext, as_of: str | None = None, partitions: Sequ
                            window="run" if partition == as_of and check not in QUALITY_CHECKS else "partition",
                            detail={"error": f"{type(exc).__name__}: {exc}"})]
 
+    run_level: list[Figure] = []
     fingerprints = None
     for part in sorted(published):
         run = published[part]
@@ -822,6 +849,10 @@ def run_monitoring(ctx: StageContext, as_of: str | None = None, partitions: Sequ
                 out += guarded("drift", part, lambda: check_drift(ctx, model, curated, scores, part))
                 out += guarded("skew", part, lambda: check_skew(
                     ctx, model, curated, read_prediction_sample(ctx, part, spec.monitoring.skew_sample_rows), part))
+                if any(f.status == "error" for f in out):  # not done: the next run checks this partition again
+                    for f in out:
+                        if f.metric == "mean_score":
+                            f.detail = {"scoring_run_id": None, "retry": True}
                 return out
 
             part_figures += guarded("stability", part, serving_checks)
@@ -845,13 +876,17 @@ def run_monitoring(ctx: StageContext, as_of: str | None = None, partitions: Sequ
                                     "window": "partition"}, rows)
         figures += part_figures
 
-    run_level: list[Figure] = []
     if champion_version is not None:
         champion = None
         try:
             champion = models.get(champion_version)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - visible as error figures (and alerts), the other checks go on
+            log.exception("monitoring could not load champion version %s", champion_version)
             errors["champion"] = f"{type(exc).__name__}: {exc}"
+            for check in ("decay", "staleness"):
+                run_level.append(Figure(check, "check_failed", None, "error", partition=as_of, window="run",
+                                        model_version=champion_version,
+                                        detail={"error": f"cannot load the champion: {errors['champion']}"}))
         if champion is not None:
             run_level += guarded("decay", as_of, lambda: rolling_decay(ctx, as_of, champion, published, cache))
             run_level += guarded("staleness", as_of, lambda: check_staleness(ctx, champion, as_of))
@@ -969,16 +1004,19 @@ def retrain_reasons(ctx: StageContext, run_id: str) -> list[dict[str, Any]]:
              "model_version": r["model_version"]} for r in out]
 
 
-def decide_retraining(ctx: StageContext, run_id: str, as_of: str, champion: str | None) -> RetrainDecision:
+def decide_retraining(ctx: StageContext, run_id: str, as_of: str, champion: str | None,
+                      record: bool = True) -> RetrainDecision:
     """Turn this run's retrain-worthy alerts into a request, unless the cooldown since the last one holds.
 
     Every decision with a reason is recorded in ``fd_retraining`` (keyed by the monitoring
-    run, so a re-run replaces it); ``none`` is not recorded.
+    run, so a re-run replaces it); ``none`` is not recorded. ``record=False`` only says what
+    would be decided (the CLI, which cannot emit the retrain Asset, must not start a cooldown).
     """
     cfg = ctx.spec.monitoring
     reasons = tuple(retrain_reasons(ctx, run_id))
     if not reasons or champion is None:
-        warehouse.replace_rows(ctx.engine, warehouse.retraining, {"spec_name": ctx.name, "run_id": run_id}, [])
+        if record:
+            warehouse.replace_rows(ctx.engine, warehouse.retraining, {"spec_name": ctx.name, "run_id": run_id}, [])
         return RetrainDecision("none", reasons, as_of, champion)
     r = warehouse.retraining
     with ctx.engine.connect() as conn:
@@ -994,6 +1032,8 @@ def decide_retraining(ctx: StageContext, run_id: str, as_of: str, champion: str 
         window_start = (date.fromisoformat(as_of) - parse_duration(cfg.retrain_window) + timedelta(days=1)).isoformat()
     decision = RetrainDecision(action, reasons, as_of, champion, until if action == "cooldown" else
                                (date.fromisoformat(as_of) + cooldown).isoformat(), window_start)
+    if not record:
+        return decision
     warehouse.replace_rows(ctx.engine, warehouse.retraining, {"spec_name": ctx.name, "run_id": run_id}, [{
         "spec_name": ctx.name, "run_id": run_id, "as_of": as_of, "action": action, "reasons": _json(list(reasons)),
         "model_version": champion, "cooldown_until": decision.cooldown_until, "decided_at": warehouse.now()}])

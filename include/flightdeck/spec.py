@@ -309,6 +309,12 @@ class DriftSpec(_Frozen):
     features: tuple[str, ...] = ()                       # empty: every model feature
     alert_features: Annotated[int, Field(ge=1)] = 3      # features in alert that make a drift alert
 
+    @model_validator(mode="after")
+    def _ordered(self) -> DriftSpec:
+        if self.psi_warn >= self.psi_alert:
+            raise ValueError(f"psi_warn ({self.psi_warn}) must be below psi_alert ({self.psi_alert})")
+        return self
+
 
 class DecaySpec(_Frozen):
     """Realised quality once labels arrive, against what the version promised on its frozen test split."""
@@ -438,6 +444,9 @@ class DatasetSpec(_Frozen):
         unknown_slices = [c for c in self.training.slices if c not in known]
         if unknown_slices:
             raise ValueError(f"training.slices names unknown columns {unknown_slices}")
+        unwatched = [c for c in self.monitoring.drift.features if c not in self.features]
+        if unwatched:
+            raise ValueError(f"monitoring.drift.features names columns that are not model features: {unwatched}")
         unknown_features = [n for n in self.features if n not in known | joined | history]
         if unknown_features:
             raise ValueError(f"features names unknown columns {unknown_features}")

@@ -179,9 +179,9 @@ def run_year(spec_name: str, home: Path, start: date, end: date, bootstrap_days:
     while day < end:
         nxt = day + timedelta(days=1)
         # end of day D: D's outcomes and D+1's schedule land; the data DAG runs
-        if day > boot_end:
+        if day > boot_end:  # the bootstrap delivered its last day's outcomes and the next schedule already
             deliver(day, ("labels",))
-        deliver(nxt, ("features",))
+            deliver(nxt, ("features",))
         with state.timer("data"):
             data_stages(ctx_for("data", day))
         # scoring: the champion scores the open partitions (D+1), loaded once for the day
@@ -205,7 +205,7 @@ def run_year(spec_name: str, home: Path, start: date, end: date, bootstrap_days:
         for a in manifest["alerts"]:
             if a["check"] == "decay" and a["window"] == "rolling":
                 state.events.append({"date": day.isoformat(), "kind": "alert", "version": a["model_version"],
-                                     "detail": f"rolling {a['metric']} {a['value']} < {a['threshold']}"})
+                                     "detail": f"rolling {a['metric']} {a['value']} (limit {a['threshold']})"})
         if decision.action == "cooldown":
             echo(f"  {day}: alert, cooldown until {decision.cooldown_until}: {decision.reason_text()}")
         if decision.retrain:

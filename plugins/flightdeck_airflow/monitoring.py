@@ -26,7 +26,6 @@ class MonitorModelOperator(FlightDeckStageOperator):
         partitions: comma-separated partitions to re-check; empty: what changed since the last run.
     """
 
-    stage = "run_monitoring"
     template_fields: Sequence[str] = ("spec_name", "as_of", "partitions")
     ui_color = "#e4f0ea"
 
@@ -49,7 +48,9 @@ class MonitorModelOperator(FlightDeckStageOperator):
             from flightdeck_airflow.notifiers import notify_alerts
 
             alerts = [Alert(spec_name=self.spec_name, check=a["check"],
-                            severity="critical" if a["status"] == "error" or a["check"] == "decay" else "warning",
+                            severity="critical" if a["status"] == "error" or (a["check"] == "decay"
+                                                                              and a["window"] != "partition")
+                            else "warning",
                             summary=f"{a['check']} {a['metric']} = {a['value']} (limit {a['threshold']}) on "
                                     f"{a['partition']} [{a['status']}], version {a['model_version']}",
                             figures=a, run_id=ctx.run_id, dag_id=self.dag_id) for a in manifest["alerts"]]
@@ -64,7 +65,6 @@ class RequestRetrainingOperator(FlightDeckStageOperator):
     task is skipped, so no event fires. Every decision with a reason is recorded in ``fd_retraining``.
     """
 
-    stage = "decide_retraining"
     ui_color = "#f0e4e4"
 
     def __init__(self, *, monitor_task_id: str = "monitor", **kwargs: Any) -> None:

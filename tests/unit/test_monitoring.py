@@ -146,7 +146,7 @@ def test_decay_on_fewer_rows_than_min_labelled_gives_no_verdict(ctx, rows):
     ("roc_auc", "calibrated", 0.72, None, "ok", 0.67),
     ("roc_auc", "shuffled", 0.72, None, "alert", 0.67),
     ("roc_auc", "calibrated", 0.80, None, "alert", 0.75),
-    ("roc_auc", "shuffled", None, None, "ok", None),          # no promise, no floor: nothing to judge against
+    ("roc_auc", "shuffled", None, None, "insufficient", None),  # no promise, no floor: never "ok" by default
     ("roc_auc", "shuffled", None, 0.6, "alert", None),        # the absolute floor alone
     ("roc_auc", "calibrated", None, 0.6, "ok", None),
     # log_loss: lower is better, the limit is reference + max_drop
@@ -259,6 +259,16 @@ def test_only_alerts_of_the_retrain_on_checks_retrain(ctx, retrain_on, alert, ac
     assert decision.action == action
     assert bool(decision.reasons) == (action == "retrain")
     assert set(_decisions(c)) == ({"M"} if action == "retrain" else set())
+
+
+def test_a_dry_run_decision_says_what_would_happen_and_starts_no_cooldown(ctx):
+    """``record=False`` (the CLI, which cannot emit the retrain Asset) decides but records nothing, so the
+    DAG's next decision on the same alert still retrains."""
+    _alert(ctx, "cli", "2013-03-01")
+    _alert(ctx, "dag", "2013-03-02")
+    dry = monitoring.decide_retraining(ctx, "cli", "2013-03-01", "3", record=False)
+    assert dry.action == "retrain" and _decisions(ctx) == {}
+    assert monitoring.decide_retraining(ctx, "dag", "2013-03-02", "3").action == "retrain"
 
 
 def test_no_champion_never_retrains(ctx):

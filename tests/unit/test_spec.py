@@ -144,6 +144,21 @@ MALFORMED = [
         id="pattern-with-two-stars",
     ),
     pytest.param(_set("target.op", "between"), ["target.op"], id="bad-target-op"),
+    pytest.param(
+        _set("monitoring.drift.features", ["distance", "dep_delay"]),
+        ["monitoring.drift.features", "not model features", "dep_delay"],
+        id="drift-watches-a-non-feature",
+    ),
+    pytest.param(
+        _set("monitoring.drift.psi_warn", 0.3),
+        ["monitoring.drift", "psi_warn (0.3) must be below psi_alert (0.25)"],
+        id="drift-warn-above-alert",
+    ),
+    pytest.param(
+        _set("monitoring.retrain_on", ["decay", "weather"]),
+        ["monitoring.retrain_on"],
+        id="unknown-retrain-trigger",
+    ),
 ]
 
 
