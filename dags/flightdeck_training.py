@@ -1,9 +1,13 @@
 """Training DAGs: one per dataset spec.
 
-Runs when the data DAG publishes a new dataset version (Asset), weekly on Monday 04:00
-UTC, or by hand with Params (training window, forced retrain). `train` compares model
-families with time-series CV, tunes, tries an ensemble and chooses on validation, all
-tracked in MLflow; `register` registers the chosen model and moves only `challenger`.
+Runs when monitoring asks for retraining (the retrain Asset: decay, drift or staleness past
+the spec's limits, its reasons in the event), when the data DAG publishes a new dataset
+version (Asset), weekly on Monday 04:00 UTC, or by hand with Params (training window,
+forced retrain). New data and the weekly schedule train only while nothing is promoted yet,
+unless the spec sets `monitoring.retrain_on_new_data`; by hand always trains. `train`
+records why it ran (MLflow tag `flightdeck.trigger`), compares model families with
+time-series CV, tunes, tries an ensemble and chooses on validation, all tracked in MLflow;
+`register` registers the chosen model and moves only `challenger`.
 """
 
 from __future__ import annotations
