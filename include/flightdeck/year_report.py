@@ -345,6 +345,9 @@ def render_drift_chart(drift: pd.DataFrame, path: Path, features: Sequence[str] 
                                    zorder=3)[0])
         top = max(float(frame["psi"].max()) * 1.08, psi_alert * 1.5)
         ax.set_ylim(0, top)
+        if top > 20 * psi_alert:  # one-day batches drift far beyond the alert line: keep the limits readable
+            ax.set_yscale("symlog", linthresh=psi_alert)
+            ax.set_ylim(0, top)
         ax.axhspan(psi_warn, psi_alert, color="#f2c14e", alpha=0.16, zorder=0, linewidth=0)
         ax.axhspan(psi_alert, top, color="#d62728", alpha=0.07, zorder=0, linewidth=0)
         ax.axhline(psi_warn, color="#c99a1a", linestyle="--", linewidth=1.1, zorder=2)
