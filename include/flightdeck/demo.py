@@ -126,11 +126,13 @@ def run_demo(spec_name: str, start: date, end: date, timeout: float = 900.0) -> 
         print(f"4/6 {how} {dag_id} run {run_id}; the scheduler is running it")
         state = wait_for(lambda: finished(dag_id, run_id), f"run {run_id}", timeout, interval=5)
         print(f"    run {run_id}: {state}")
+        # scoring runs before the gate (e.g. the curated-data run, with no champion yet); taken before the
+        # training wait, since a slow CLI call after it could already see the champion-triggered run
+        earlier_scoring = set(runs_of(scoring_id))
         if state == "success":
             print(f"5/6 the split published the training-data Asset; waiting for the asset-triggered "
                   f"{training_id} run")
             state = await_asset_run(training_id, "the asset-triggered training run", timeout)[1]
-        earlier_scoring = set(runs_of(scoring_id))  # e.g. the curated-data run, with no champion yet
         if state == "success":
             print(f"    the register task published the challenger Asset; waiting for the asset-triggered "
                   f"{gate_id} run")
