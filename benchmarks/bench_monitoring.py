@@ -48,7 +48,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -59,7 +58,7 @@ REPO = HERE.parent
 sys.path[:0] = [str(REPO / "include"), str(HERE)]
 
 from bench_data_pipeline import peak_rss_mib  # noqa: E402
-from bench_scoring import PG_DEFAULT, _context, prepare, set_env  # noqa: E402
+from bench_scoring import PG_DEFAULT, _context, bench_schema, drop_bench_schema, prepare, set_env  # noqa: E402
 
 TRAIN_MONTH = date(2013, 1, 1)
 DAY = date(2013, 2, 1)  # the day after the training month: weather joins hit, history is known
@@ -357,7 +356,6 @@ def main() -> None:
     for rows in args.rows:
         delivery_files(args.home, rows)
     print(f"set-up ready in {time.perf_counter() - started:.0f}s ({args.home})", flush=True)
-    import sqlalchemy as sa
 
     base = args.home / "warehouse.db"
     results: list[dict[str, Any]] = []
@@ -367,18 +365,11 @@ def main() -> None:
             if db == "sqlite":
                 url = copy_sqlite(base, args.home / f"bench-monitoring-{rows}.db")
             else:
-                schema = f"fd_bench_{uuid.uuid4().hex[:10]}"
-                admin = sa.create_engine(args.pg_url, isolation_level="AUTOCOMMIT")
-                try:
-                    with admin.connect() as conn:
-                        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-                except sa.exc.OperationalError as exc:
-                    print(f"PostgreSQL at {sa.make_url(args.pg_url).render_as_string(hide_password=True)} "
-                          f"unreachable, skipped ({exc.orig})", flush=True)
+                made = bench_schema(args.pg_url)
+                if made is None:
                     args.db.remove("postgres")
                     break
-                url = sa.make_url(args.pg_url).update_query_dict({"options": f"-csearch_path={schema}"}) \
-                    .render_as_string(hide_password=False)
+                url, schema, admin = made
                 copy_to_postgres(base, url)
             reset_lake(args.home)
             try:
@@ -392,9 +383,7 @@ def main() -> None:
                     print(json.dumps(brief, default=str), flush=True)
             finally:
                 if schema and admin is not None:
-                    with admin.connect() as conn:
-                        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-                    admin.dispose()
+                    drop_bench_schema(schema, admin)
     print(f"\ncommand: {command}")
     for r in results:
         if r["kind"] == "deliver":

@@ -230,6 +230,36 @@ def worker(kind: str, rows: int) -> dict[str, object]:
     return out
 
 
+def bench_schema(pg_url: str) -> tuple[str, str, object] | None:
+    """A fresh PostgreSQL schema for one benchmark run: (warehouse URL searching it, schema, admin engine).
+
+    None (and a line saying why) when the server is unreachable; drop it with :func:`drop_bench_schema`.
+    """
+    import sqlalchemy as sa
+
+    schema = f"fd_bench_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.OperationalError as exc:
+        print(f"PostgreSQL at {sa.make_url(pg_url).render_as_string(hide_password=True)} unreachable, "
+              f"skipped ({exc.orig}); set --pg-url or FLIGHTDECK_TEST_POSTGRES_URL", flush=True)
+        admin.dispose()
+        return None
+    url = sa.make_url(pg_url).update_query_dict({"options": f"-csearch_path={schema}"}) \
+        .render_as_string(hide_password=False)
+    return url, schema, admin
+
+
+def drop_bench_schema(schema: str, admin: object) -> None:
+    import sqlalchemy as sa
+
+    with admin.connect() as conn:  # type: ignore[attr-defined]
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()  # type: ignore[attr-defined]
+
+
 def run_worker(home: Path, url: str, kind: str, rows: int) -> dict[str, object]:
     env = {**os.environ, "FLIGHTDECK_WAREHOUSE_URL": url}
     proc = subprocess.run([sys.executable, __file__, "--home", str(home), "--worker", kind, "--rows", str(rows)],
@@ -256,24 +286,16 @@ def main() -> None:
     started = time.perf_counter()
     prepare(args.home, args.rows)
     print(f"set-up ready in {time.perf_counter() - started:.0f}s ({args.home})", flush=True)
-    import sqlalchemy as sa
 
     results = []
     for db in args.db:
-        schema = None
+        schema = admin = None
         if db == "postgres":
-            schema = f"fd_bench_{uuid.uuid4().hex[:10]}"
-            admin = sa.create_engine(args.pg_url, isolation_level="AUTOCOMMIT")
-            try:
-                with admin.connect() as conn:
-                    conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-            except sa.exc.OperationalError as exc:
-                print(f"PostgreSQL at {sa.make_url(args.pg_url).render_as_string(hide_password=True)} unreachable, "
-                      f"skipped ({exc.orig}); set --pg-url or FLIGHTDECK_TEST_POSTGRES_URL", flush=True)
+            made = bench_schema(args.pg_url)
+            if made is None:
                 args.db = [d for d in args.db if d != "postgres"]
                 continue
-            url = sa.make_url(args.pg_url).update_query_dict({"options": f"-csearch_path={schema}"}) \
-                .render_as_string(hide_password=False)
+            url, schema, admin = made
         try:
             for rows in args.rows:
                 for kind in args.kinds:
@@ -288,9 +310,7 @@ def main() -> None:
                     print(json.dumps(r, default=str), flush=True)
         finally:
             if schema:
-                with admin.connect() as conn:
-                    conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-                admin.dispose()
+                drop_bench_schema(schema, admin)
     print("\n| database | rows | path | seconds | rows/s | x floor | naive / path | peak RSS MiB | notes |")
     print("|---|---|---|---|---|---|---|---|---|")
     for db in args.db:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from registry import alias_version, registry_client
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -76,22 +77,6 @@ def _ctx(env: dict[str, Any], run_id: str, dag_id: str = "flights_gate") -> Any:
     return StageContext(env["spec"], env["settings"], run_id=run_id, dag_id=dag_id)
 
 
-def _client(env: dict[str, Any]) -> Any:
-    import mlflow
-
-    mlflow.set_tracking_uri(env["settings"].mlflow_tracking_uri)
-    return mlflow.MlflowClient()
-
-
-def _alias(env: dict[str, Any], alias: str) -> str | None:
-    import mlflow
-
-    try:
-        return str(_client(env).get_model_version_by_alias(env["spec"].registered_model_name, alias).version)
-    except mlflow.exceptions.MlflowException:
-        return None
-
-
 def _train_and_register(env: dict[str, Any], run_id: str) -> str:
     from flightdeck import training
 
@@ -138,7 +123,7 @@ def test_the_gate_dag_promotes_a_first_good_model_with_evidence_and_a_report(env
 
     assert first_champion["states"] == {"judge": "success", "decide": "success"}
     version, run_id = first_champion["version"], first_champion["run"].run_id
-    assert _alias(env, "champion") == version and _alias(env, "previous_champion") is None
+    assert alias_version(env, "champion") == version and alias_version(env, "previous_champion") is None
     engine = warehouse.connect(env["settings"].warehouse_url)
     evidence = warehouse.select_rows(engine, warehouse.test_evidence, {"run_id": run_id})
     assert {e["test_id"] for e in evidence} >= {"data_1", "data_2", "data_3", "data_4", "data_5", "model_3",
@@ -157,7 +142,7 @@ def test_the_gate_dag_promotes_a_first_good_model_with_evidence_and_a_report(env
     assert all(r["passed"] for r in results if r["hard"])
     assert len(warehouse.select_rows(engine, warehouse.shadow_predictions, {"run_id": run_id})) > 0
 
-    client = _client(env)
+    client = registry_client(env)
     mv = client.get_model_version(env["spec"].registered_model_name, version)
     assert mv.tags["flightdeck.gate.decision"] == "promote"
     assert float(mv.tags["flightdeck.ml_test_score"]) == 0  # monitoring has no evidence yet: min of sections
@@ -188,7 +173,7 @@ def test_rerunning_a_gate_run_gives_the_same_decision_without_duplicates(env, fi
     assert (again["decision"], again["reasons"]) == (first["decision"], first["reasons"])
     assert [_count(env, t, "gate-rerun") for t in ("fd_test_evidence", "fd_gate_results", "fd_promotions",
                                                     "fd_shadow_predictions")] == counts
-    assert _alias(env, "champion") == first_champion["version"]
+    assert alias_version(env, "champion") == first_champion["version"]
 
 
 def test_a_version_below_the_configured_ml_test_score_is_not_promoted(env, first_champion):
@@ -205,9 +190,9 @@ def _register_variant(env: dict[str, Any], run_id: str, python_model: Any) -> st
     import mlflow
     from flightdeck import training
 
-    client = _client(env)
+    client = registry_client(env)
     name = env["spec"].registered_model_name
-    base = client.get_model_version(name, _alias(env, "champion"))
+    base = client.get_model_version(name, alias_version(env, "champion"))
     ctx = _ctx(env, run_id, "flights_training")
     training._mlflow(ctx)
     with mlflow.start_run(run_name=f"fault {run_id}") as run:
@@ -261,8 +246,8 @@ def restore_current_dataset(env: dict[str, Any]) -> Any:
 
 def _assert_rejected(env: dict[str, Any], outcome: dict[str, Any], champion: str) -> None:
     assert outcome["decision"] == "reject" and not outcome["promoted"]
-    assert _alias(env, "champion") == champion, "a rejected version must never serve"
-    tags = _client(env).get_model_version(env["spec"].registered_model_name, outcome["version"]).tags
+    assert alias_version(env, "champion") == champion, "a rejected version must never serve"
+    tags = registry_client(env).get_model_version(env["spec"].registered_model_name, outcome["version"]).tags
     assert tags["flightdeck.gate.decision"] == "reject" and tags["flightdeck.gate.reasons"]
 
 
@@ -319,7 +304,7 @@ def test_a_model_whose_artifact_cannot_be_loaded_never_becomes_champion(env, fir
 
     pipeline, layout = _champion_pipeline(env)
     version = _register_variant(env, "fault-unloadable", FlightDeckClassifier(pipeline, layout))
-    client = _client(env)
+    client = registry_client(env)
     mv = client.get_model_version(env["spec"].registered_model_name, version)
     location = client.get_logged_model(mv.source.removeprefix("models:/")).artifact_location
     pickled = Path(location.removeprefix("file://")) / "python_model.pkl"
@@ -338,15 +323,15 @@ def test_a_good_retrain_is_promoted_keeping_previous_champion_and_rollback_resto
     verdict = gates.judge_version(_ctx(env, "gate-again"), version, run_type="manual")
     outcome = gates.decide(_ctx(env, "gate-again"), verdict)
     assert outcome["promoted"], outcome["reasons"]
-    assert (_alias(env, "champion"), _alias(env, "previous_champion")) == (version, first)
+    assert (alias_version(env, "champion"), alias_version(env, "previous_champion")) == (version, first)
     engine = warehouse.connect(env["settings"].warehouse_url)
     evidence = {e["test_id"]: e for e in warehouse.select_rows(engine, warehouse.test_evidence,
                                                               {"run_id": "gate-again"})}
     assert evidence["infra_7"]["outcome"] == "pass"  # the rollback target loads and scores
 
     assert cli.main(["rollback", "flights", "--reason", "integration test", "--by", "pytest"]) == 0
-    assert _alias(env, "champion") == first
-    assert _alias(env, "previous_champion") is None  # the first champion replaced nothing
+    assert alias_version(env, "champion") == first
+    assert alias_version(env, "previous_champion") is None  # the first champion replaced nothing
     rollbacks = [p for p in warehouse.select_rows(engine, warehouse.promotions, {"action": "rollback"})]
     assert [(r["model_version"], r["previous_champion"], r["decided_by"]) for r in rollbacks] == [
         (first, version, "pytest")]
@@ -355,4 +340,4 @@ def test_a_good_retrain_is_promoted_keeping_previous_champion_and_rollback_resto
     # acting on the old verdict again (a cleared task, a late retry) must not undo the rollback
     with pytest.raises(gates.GateError, match="was rolled back"):
         gates.decide(_ctx(env, "gate-again"), verdict)
-    assert _alias(env, "champion") == first
+    assert alias_version(env, "champion") == first

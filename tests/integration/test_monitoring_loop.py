@@ -34,6 +34,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 import yaml
+from registry import alias_version, registry_client
 
 pytestmark = pytest.mark.slow
 
@@ -177,22 +178,6 @@ def _monitored_features(env: dict[str, Any], version: str) -> set[str]:
 
 def _states(run: Any) -> dict[str, str]:
     return {ti.task_id: ti.state for ti in run.get_task_instances()}
-
-
-def _client(env: dict[str, Any]) -> Any:
-    import mlflow
-
-    mlflow.set_tracking_uri(env["settings"].mlflow_tracking_uri)
-    return mlflow.MlflowClient()
-
-
-def _alias(env: dict[str, Any], alias: str) -> str | None:
-    import mlflow
-
-    try:
-        return str(_client(env).get_model_version_by_alias(env["spec"].registered_model_name, alias).version)
-    except mlflow.exceptions.MlflowException:
-        return None
 
 
 def _retrain_events(source_run_id: str | None = None) -> list[dict[str, Any]]:
@@ -361,7 +346,7 @@ def test_late_labels_give_decay_per_partition_orphans_kept_and_duplicates_counte
         assert once[metric]["model_version"] == v1
     assert 0.5 < once["roc_auc"]["value"] < 1 and once["roc_auc"]["status"] in ("ok", "alert")
     assert once["roc_auc"]["threshold"] == pytest.approx(
-        float(_client(env).get_model_version(spec.registered_model_name, v1).tags["test.roc_auc"])
+        float(registry_client(env).get_model_version(spec.registered_model_name, v1).tags["test.roc_auc"])
         - spec.monitoring.decay.max_drop)
     assert (once["labels_unknown_key"]["value"], once["labels_unknown_key"]["status"]) == (1.0, "warn")
     assert once["labels_duplicate"]["value"] == 0.0
@@ -548,7 +533,7 @@ def test_the_loop_retrains_on_the_request_promotes_and_rescores_the_open_partiti
                                     env["settings"].min_ml_test_score)
     v2 = outcome["version"]
     assert v2 != v1
-    client = _client(env)
+    client = registry_client(env)
     mv = client.get_model_version(env["spec"].registered_model_name, v2)
     for tags in (mv.tags, client.get_run(mv.run_id).data.tags):
         assert tags["flightdeck.trigger"] == trigger
@@ -559,7 +544,7 @@ def test_the_loop_retrains_on_the_request_promotes_and_rescores_the_open_partiti
                                                                    if not r["passed"]}
     assert outcome["promoted"] and outcome["reasons"] == []
     assert json.loads(gates["no_regression"]["figures"])["champion"] == v1
-    assert (_alias(env, "champion"), _alias(env, "previous_champion")) == (v2, v1)
+    assert (alias_version(env, "champion"), alias_version(env, "previous_champion")) == (v2, v1)
     assert [(p["action"], p["previous_champion"]) for p in warehouse.select_rows(
         engine, warehouse.promotions, {"run_id": "training__retrain"})] == [("promote", v1)]
 
