@@ -53,10 +53,10 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture(scope="session")
 def airflow_db() -> None:
-    """Initialise the Airflow metadata DB once per session (needed by dag.test())."""
-    from airflow.utils import db
+    """Initialise every store once per session, as `flightdeck init` does (dag.test() needs the metadata DB)."""
+    from flightdeck import stores
 
-    db.initdb()
+    stores.init_stores(Settings.from_env())
 
 
 _OUTCOMES: dict[str, str] = {}

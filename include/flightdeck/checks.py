@@ -22,14 +22,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flightdeck import drift, evaluate, features, rubric, train, training, warehouse
+from flightdeck import drift, evaluate, features, registry, rubric, train, training, warehouse
 from flightdeck.realised import calibration_error as calibration_error  # re-exported for the gates
+from flightdeck.registry import CHAMPION, PREVIOUS_CHAMPION, alias_version
 from flightdeck.runners import StageContext, raw_key
 from flightdeck.spec import parse_duration
 
 log = logging.getLogger(__name__)
 
-CHAMPION, PREVIOUS_CHAMPION, CHALLENGER = "champion", "previous_champion", "challenger"
 
 
 class GateError(RuntimeError):
@@ -89,8 +89,9 @@ class Candidate:
 
 
 # ---------------------------------------------------------------- loading
-def _client(ctx: StageContext) -> Any:
-    return training._mlflow(ctx).MlflowClient()
+def registry_client(ctx: StageContext) -> Any:
+    """The MLflow client of the spec's registry (its store made ready first)."""
+    return registry.mlflow_client(ctx.settings.mlflow_tracking_uri)
 
 
 def load_pyfunc(name: str, ref: str) -> Any:
@@ -99,18 +100,6 @@ def load_pyfunc(name: str, ref: str) -> Any:
 
     sep = "@" if not ref.isdigit() else "/"
     return mlflow.pyfunc.load_model(f"models:/{name}{sep}{ref}")
-
-
-def _alias_version(client: Any, name: str, alias: str) -> str | None:
-    import mlflow
-
-    try:
-        return str(client.get_model_version_by_alias(name, alias).version)
-    except mlflow.exceptions.MlflowException as exc:
-        # no such alias / model; anything else (a tracking server down) must not read as "no champion"
-        if exc.error_code in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
-            return None
-        raise
 
 
 def _run_json(client: Any, run_id: str, path: str) -> Any:
@@ -127,7 +116,7 @@ def _layout(raw: dict[str, list[str]]) -> features.FeatureLayout:
 
 def load_candidate(ctx: StageContext, version: str, out_dir: Path) -> Candidate:
     """Load a version, its lineage and its frozen splits; the champion to compare with, if any."""
-    client = _client(ctx)
+    client = registry_client(ctx)
     name = ctx.spec.registered_model_name
     import mlflow
 
@@ -161,9 +150,9 @@ def load_candidate(ctx: StageContext, version: str, out_dir: Path) -> Candidate:
                 cand.load_error = f"predict on {split} failed: {type(exc).__name__}: {exc}"
                 cand.model = None
                 break
-    champion = _alias_version(client, name, CHAMPION)
+    champion = alias_version(client, name, CHAMPION)
     if champion == cand.version:  # re-judging the serving version: compare with the one it replaced
-        champion = _alias_version(client, name, PREVIOUS_CHAMPION)
+        champion = alias_version(client, name, PREVIOUS_CHAMPION)
     cand.champion_version = champion
     if champion is not None:
         try:

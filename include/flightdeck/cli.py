@@ -1,4 +1,4 @@
-"""The ``flightdeck`` command line: specs, replay, bootstrap-suite, catalog, quarantine, train, judge,
+"""The ``flightdeck`` command line: init, specs, replay, bootstrap-suite, catalog, quarantine, train, judge,
 score-card, promotions, rollback, delivery-metrics, score, lookup, monitor, year, demo."""
 
 from __future__ import annotations
@@ -8,12 +8,22 @@ import json
 import sys
 from datetime import date
 
+from flightdeck.errors import FlightDeckError, NothingToDo
 from flightdeck.settings import Settings
 from flightdeck.spec import SpecError, discover_specs, load_spec
 
 
 def _spec(settings: Settings, name: str):  # type: ignore[no-untyped-def]
     return load_spec(settings.specs_dir / f"{name}.yaml")
+
+
+def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+    """Create and migrate every store once: Airflow metadata DB, warehouse, MLflow."""
+    from flightdeck import stores
+
+    report = stores.init_stores(settings, airflow=not args.no_airflow, repair=args.repair)
+    print("\n".join(report.lines))
+    return 0
 
 
 def cmd_specs(args: argparse.Namespace, settings: Settings) -> int:
@@ -236,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flightdeck", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("specs", help="list and validate the dataset specs").set_defaults(func=cmd_specs)
+    p = sub.add_parser("init", help="create and migrate every store (Airflow DB, warehouse, MLflow) once")
+    p.add_argument("--no-airflow", action="store_true", help="leave the Airflow metadata DB alone")
+    p.add_argument("--repair", action="store_true",
+                   help="drop the tables an interrupted MLflow migration left behind, then migrate again")
+    p.set_defaults(func=cmd_init)
     p = sub.add_parser("replay", help="cut a source into daily deliveries and drop them into the landing zone")
     p.add_argument("spec")
     p.add_argument("--start", help="first day, YYYY-MM-DD")
@@ -331,7 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args, Settings.from_env()))
-    except (SpecError, ValueError, LookupError, RuntimeError, TimeoutError) as exc:
+    except NothingToDo as exc:
+        print(f"flightdeck: nothing to do: {exc}", file=sys.stderr)
+        return 0
+    except (SpecError, ValueError, LookupError, RuntimeError, TimeoutError, FlightDeckError) as exc:
         print(f"flightdeck: error: {exc}", file=sys.stderr)
         return 2
 

@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from flightdeck import predictions, warehouse
+from flightdeck import predictions, registry, warehouse
 from flightdeck.settings import REPO_ROOT, Settings
 from flightdeck.spec import load_spec
 
@@ -499,15 +499,15 @@ def load_delivery_events(settings: Settings, spec_name: str
     promoted = [r for r in rows if r["action"] == "promote"]
     provenance: dict[str, tuple[datetime | None, datetime | None]] = {}
     if promoted:
-        import mlflow
         from mlflow.exceptions import MlflowException
 
-        client = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri,
-                                     registry_uri=settings.mlflow_tracking_uri)
+        client = registry.mlflow_client(settings.mlflow_tracking_uri)
         for version in sorted({r["model_version"] for r in promoted}):
             try:
                 mv = client.get_model_version(name, version)
-            except MlflowException:
+            except MlflowException as exc:  # a deleted version has no provenance; a broken registry fails
+                if not registry.is_not_found(exc):
+                    raise
                 provenance[version] = (None, None)
                 continue
             tags = dict(mv.tags or {})

@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from flightdeck import replay, warehouse
+from flightdeck import registry, replay, stores, warehouse
 from flightdeck.settings import Settings
 from flightdeck.spec import load_spec
 from flightdeck.storage import open_store
@@ -82,9 +82,9 @@ def run_demo(spec_name: str, start: date, end: date, timeout: float = 900.0) -> 
     spec = load_spec(settings.specs_dir / f"{spec_name}.yaml")
     dag_id = f"{spec.name}_data"
     print(f"FlightDeck demo: spec {spec.name} ({spec.fingerprint()}), home {settings.home}")
-    print("1/6 initialising the Airflow metadata DB and the warehouse")
-    airflow("db", "migrate")
-    warehouse.connect(settings.warehouse_url)
+    print("1/6 initialising every store once, before the scheduler starts (flightdeck init)")
+    for line in stores.init_stores(settings).lines:
+        print(f"    {line}")
     print(f"2/6 replaying deliveries {start}..{end} into {settings.landing_uri}/{spec.name}/")
     landing = open_store(settings.landing_uri, settings.s3_endpoint_url)
     delivered = replay.replay(spec, landing, start, end)
@@ -241,16 +241,13 @@ def summarise(settings: Settings, spec_name: str) -> None:
 
 def print_registry(settings: Settings, spec_name: str) -> None:
     """The challenger in the MLflow registry, with its lineage tags."""
-    import mlflow
-
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    client = mlflow.MlflowClient()
+    client = registry.mlflow_client(settings.mlflow_tracking_uri)
     name = f"flightdeck-{spec_name}"
-    try:
-        version = client.get_model_version_by_alias(name, "challenger")
-    except mlflow.exceptions.MlflowException:
+    found = registry.alias_version(client, name, registry.CHALLENGER)
+    if found is None:
         print(f"    registry: no challenger of {name} yet")
         return
+    version = client.get_model_version(name, found)
     tags = version.tags
     all_aliases = client.get_registered_model(name).aliases
     aliases = " ".join(f"@{a}" for a, v in sorted(all_aliases.items()) if str(v) == str(version.version))

@@ -23,21 +23,18 @@ import sqlalchemy as sa
 
 from flightdeck import evaluate, rubric, warehouse
 from flightdeck.checks import (
-    CHALLENGER,
-    CHAMPION,
-    PREVIOUS_CHAMPION,
     Candidate,
     CheckResult,
     GateError,
-    _alias_version,
     _auc,
-    _client,
     bootstrap_difference,
     calibration_error,
     load_candidate,
     load_pyfunc,
+    registry_client,
     run_checks,
 )
+from flightdeck.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, alias_version
 from flightdeck.runners import StageContext
 from flightdeck.spec import parse_duration
 
@@ -178,9 +175,9 @@ def missing_notes(code_version: str) -> dict[str, str]:
 
 def score_version(ctx: StageContext, version: str | None = None) -> rubric.ScoreCard:
     """The ML Test Score of a version (default: ``champion``, else ``challenger``) from the evidence on record."""
-    client = _client(ctx)
+    client = registry_client(ctx)
     name = ctx.spec.registered_model_name
-    version = version or _alias_version(client, name, CHAMPION) or _alias_version(client, name, CHALLENGER)
+    version = version or alias_version(client, name, CHAMPION) or alias_version(client, name, CHALLENGER)
     if version is None:
         raise GateError(f"{name} has no champion or challenger yet: train a model first")
     code = client.get_model_version(name, version).tags.get("flightdeck.code_version", "")
@@ -191,7 +188,7 @@ def score_version(ctx: StageContext, version: str | None = None) -> rubric.Score
 def resolve_version(ctx: StageContext, version: str | None) -> str:
     if version:
         return str(version)
-    found = _alias_version(_client(ctx), ctx.spec.registered_model_name, CHALLENGER)
+    found = alias_version(registry_client(ctx), ctx.spec.registered_model_name, CHALLENGER)
     if found is None:
         raise GateError(f"{ctx.spec.registered_model_name} has no challenger to judge")
     return found
@@ -276,7 +273,8 @@ def judge_version(ctx: StageContext, version: str | None = None, run_type: str =
         (out_dir / "report.html").write_text(render_html(report))
         for path in out_dir.iterdir():
             ctx.lake.put_file(path, f"{prefix}/{path.name}")
-        _client(ctx).log_artifacts(cand.training_run_id, str(out_dir), artifact_path=f"gates/{_safe(ctx.run_id)}")
+        registry_client(ctx).log_artifacts(cand.training_run_id, str(out_dir),
+                                           artifact_path=f"gates/{_safe(ctx.run_id)}")
     verdict["report_uri"] = ctx.lake.uri(f"{prefix}/report.html")
     verdict["report_json_uri"] = ctx.lake.uri(f"{prefix}/report.json")
     log.info("\n%s", summary(card, gates, verdict))
@@ -330,10 +328,10 @@ def decide(ctx: StageContext, verdict: dict[str, Any]) -> dict[str, Any]:
     is refused when champion moved since the verdict or the version was rolled back after it;
     a rejection is always recorded.
     """
-    client = _client(ctx)
+    client = registry_client(ctx)
     name, version = verdict["registered_model"], verdict["version"]
     decided_by = f"{verdict['dag_id']}/{verdict['run_id']}"
-    current = _alias_version(client, name, CHAMPION)
+    current = alias_version(client, name, CHAMPION)
     if verdict["decision"] == "promote" and current not in (verdict["champion"], version):
         raise GateError(f"champion of {name} moved to version {current} after this verdict (judged against "
                         f"{verdict['champion']}): re-run the gate for version {version} instead of acting on it")
@@ -368,7 +366,7 @@ def decide(ctx: StageContext, verdict: dict[str, Any]) -> dict[str, Any]:
             client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current)
         client.set_registered_model_alias(name, CHAMPION, version)
     else:
-        previous = _alias_version(client, name, PREVIOUS_CHAMPION)
+        previous = alias_version(client, name, PREVIOUS_CHAMPION)
     client.set_model_version_tag(name, version, "flightdeck.promoted_by", decided_by)
     _record(ctx, verdict, "promote", decided_by, previous)
     return {**verdict, "champion": version, "previous_champion": previous, "promoted": True}
@@ -380,10 +378,10 @@ def rollback(ctx: StageContext, decided_by: str, reason: str = "") -> dict[str, 
     ``previous_champion`` then moves to whatever the restored version had replaced (or is
     removed), so a second rollback goes one step further back instead of flipping.
     """
-    client = _client(ctx)
+    client = registry_client(ctx)
     name = ctx.spec.registered_model_name
-    current = _alias_version(client, name, CHAMPION)
-    target = _alias_version(client, name, PREVIOUS_CHAMPION)
+    current = alias_version(client, name, CHAMPION)
+    target = alias_version(client, name, PREVIOUS_CHAMPION)
     if current is None or target is None:
         raise GateError(f"{name}: nothing to roll back to (champion {current}, previous_champion {target})")
     load_pyfunc(name, target)  # never point champion at a version that does not load

@@ -40,7 +40,8 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from flightdeck import drift, ingest, predictions, realised, runners, warehouse
+from flightdeck import drift, ingest, predictions, realised, registry, runners, warehouse
+from flightdeck.errors import NothingToDo
 from flightdeck.runners import StageContext
 from flightdeck.serving import NoChampionError, ServingModel, load_serving_model, resolve_model
 from flightdeck.spec import parse_duration
@@ -645,12 +646,15 @@ def _utc(value: datetime) -> datetime:
 
 
 def _registry_created(ctx: StageContext, version: str) -> datetime | None:
-    from flightdeck.serving import _client
+    from mlflow.exceptions import MlflowException
 
     try:
-        mv = _client(ctx.settings).get_model_version(ctx.spec.registered_model_name, version)
-    except Exception:  # noqa: BLE001 - reported as a missing figure
-        return None
+        mv = registry.mlflow_client(ctx.settings.mlflow_tracking_uri).get_model_version(
+            ctx.spec.registered_model_name, version)
+    except MlflowException as exc:  # a version the registry no longer has: a missing figure
+        if registry.is_not_found(exc):
+            return None
+        raise
     return datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC)
 
 
@@ -779,6 +783,10 @@ def _already_monitored(ctx: StageContext) -> dict[tuple[str, str], str]:
     return out
 
 
+class NothingToMonitor(NothingToDo):
+    """No champion and no published predictions: a run (e.g. the scheduler's first) has nothing to measure."""
+
+
 def run_monitoring(ctx: StageContext, as_of: str | None = None, partitions: Sequence[str] | None = None,
                    run_type: str = "manual") -> dict[str, Any]:
     """Run every check once; returns a small manifest (counts, alerts, the champion watched).
@@ -804,6 +812,9 @@ def run_monitoring(ctx: StageContext, as_of: str | None = None, partitions: Sequ
         champion_version = resolve_model(spec, ctx.settings).version
     except NoChampionError:
         champion_version = None
+    if champion_version is None and not published:
+        raise NothingToMonitor(f"spec {ctx.name!r}: no champion and no published predictions yet, nothing to "
+                               "monitor (the gates promote a champion, the scoring DAG publishes its predictions)")
     if as_of is None:
         as_of = max(published) if published else at.astimezone(_zone(spec.timezone)).date().isoformat()
     done = _already_monitored(ctx)

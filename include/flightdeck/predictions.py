@@ -29,6 +29,7 @@ import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from flightdeck import warehouse
 from flightdeck.spec import DatasetSpec, check_identifier
 
 PARTITION = "partition_date"
@@ -45,26 +46,9 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     "timestamp": pa.timestamp("us", tz="UTC"), "bool": pa.bool_(),
 }
 
-runs_metadata = sa.MetaData()
-scoring_runs = sa.Table(
-    "fd_scoring_runs", runs_metadata,
-    sa.Column("spec_name", sa.String(64), primary_key=True),
-    sa.Column("run_id", sa.String(250), primary_key=True, comment="the scoring (Airflow) run id"),
-    sa.Column(PARTITION, sa.String(10), primary_key=True),
-    sa.Column("predictions_table", sa.String(64), nullable=False),
-    sa.Column("model_name", sa.String(250)),
-    sa.Column("model_version", sa.String(32)),
-    sa.Column("status", sa.String(16), nullable=False, comment="running | published | failed | invalid"),
-    sa.Column("rows", sa.BigInteger),
-    sa.Column("unknown_categories", sa.Text, comment="JSON: feature -> values the model never saw"),
-    sa.Column("input_uri", sa.Text),
-    sa.Column("input_fingerprint", sa.String(128)),
-    sa.Column("details", sa.Text, comment="JSON: threshold, prior, history, validation"),
-    sa.Column("error", sa.Text),
-    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("finished_at", sa.DateTime(timezone=True)),
-    sa.Index("ix_fd_scoring_runs_partition", "spec_name", PARTITION),
-)
+# the scoring runs live with the other warehouse tables (one schema, migrated together)
+runs_metadata = warehouse.metadata
+scoring_runs = warehouse.scoring_runs
 
 
 class PredictionLookupError(ValueError):
@@ -154,8 +138,7 @@ def ensure_tables(engine: Engine, spec: DatasetSpec) -> PredictionTable:
               f"ORDER BY {PARTITION} DESC, scored_at DESC) AS rn FROM {q(pt.name)}) ranked WHERE rn = 1")
     for attempt in range(3):  # parallel scoring tasks may race to create the same objects
         try:
-            runs_metadata.create_all(engine, checkfirst=True)
-            pt.table.metadata.create_all(engine, checkfirst=True)
+            warehouse.migrate(engine, pt.table.metadata)
             with engine.begin() as conn:
                 if engine.dialect.name == "postgresql":
                     conn.exec_driver_sql(f"CREATE OR REPLACE VIEW {q(pt.view_name)} AS {select}")

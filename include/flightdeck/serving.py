@@ -31,14 +31,13 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from flightdeck import features, ingest, runners, wrangle
+from flightdeck import features, ingest, registry, runners, wrangle
+from flightdeck.registry import CHAMPION, PREVIOUS_CHAMPION, PROMOTED, RegistryError
 from flightdeck.settings import Settings
 from flightdeck.spec import DatasetSpec, load_spec, parse_duration
 from flightdeck.storage import Store, open_store
 
 log = logging.getLogger(__name__)
-CHAMPION, PREVIOUS_CHAMPION = "champion", "previous_champion"
-PROMOTED = (CHAMPION, PREVIOUS_CHAMPION)
 
 
 class NoChampionError(LookupError):
@@ -74,13 +73,6 @@ class ResolvedModel:
                 "model_uri": self.model_uri, "mlflow_run_id": self.run_id, "dataset_version": self.dataset_version}
 
 
-def _client(settings: Settings) -> Any:
-    import mlflow
-
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    return mlflow.MlflowClient()
-
-
 def resolve_model(spec: DatasetSpec, settings: Settings, alias: str = CHAMPION,
                   version: str | None = None, require_promoted: bool = True) -> ResolvedModel:
     """Resolve ``alias`` (default ``champion``) to an exact version, or check a given version.
@@ -90,17 +82,21 @@ def resolve_model(spec: DatasetSpec, settings: Settings, alias: str = CHAMPION,
     Monitoring passes ``require_promoted=False`` to reload a version that served earlier.
 
     Raises:
-        NoChampionError: no version has the alias yet.
+        NoChampionError: the registry answers that no version has the alias (or no such model).
         ChampionLoadError: the given version is unknown or not promoted.
+        RegistryError: the registry cannot answer (server down, store broken); names the tracking URI.
     """
     from mlflow.exceptions import MlflowException
 
-    client = _client(settings)
+    uri = registry.safe_uri(settings.mlflow_tracking_uri)
+    client = registry.mlflow_client(settings.mlflow_tracking_uri)
     name = spec.registered_model_name
     if version is None:
         try:
             mv = client.get_model_version_by_alias(name, alias)
-        except MlflowException:
+        except MlflowException as exc:
+            if not registry.is_not_found(exc):
+                raise RegistryError(f"MLflow registry {uri} failed to resolve {name}@{alias}: {exc}") from exc
             raise NoChampionError(f"registered model {name!r} has no @{alias} version yet: the gates promote "
                                   f"one (the {spec.name}_gate DAG)") from None
         found_alias: str | None = alias
@@ -108,6 +104,9 @@ def resolve_model(spec: DatasetSpec, settings: Settings, alias: str = CHAMPION,
         try:
             mv = client.get_model_version(name, str(version))
         except MlflowException as exc:
+            if not registry.is_not_found(exc):
+                raise RegistryError(f"MLflow registry {uri} failed to look up {name} version {version}: "
+                                    f"{exc}") from exc
             raise ChampionLoadError(f"{name} version {version}: not in the registry ({exc})") from None
         aliases = set(getattr(mv, "aliases", []) or [])
         if require_promoted and not aliases & set(PROMOTED):
@@ -345,7 +344,6 @@ def load_serving_model(spec: DatasetSpec | str, settings: Settings, *, alias: st
         spec = load_spec(settings.specs_dir / f"{spec}.yaml")
     workdir = workdir or Path(tempfile.gettempdir())
     resolved = resolve_model(spec, settings, alias=alias, version=version, require_promoted=require_promoted)
-    _client(settings)
     import mlflow.pyfunc
 
     try:

@@ -19,11 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flightdeck import __version__, evaluate, features, train, warehouse
+from flightdeck import __version__, evaluate, features, registry, train, warehouse
 from flightdeck.runners import StageContext, read_lake_parquet
 from flightdeck.settings import REPO_ROOT
-
-CHALLENGER, CHAMPION = "challenger", "champion"
 
 
 class NoDatasetError(LookupError):
@@ -143,20 +141,11 @@ def _environment() -> str:
                             if d.metadata["Name"])) + "\n"
 
 
-def _mlflow(ctx: StageContext) -> Any:
+def tracking(ctx: StageContext) -> Any:
+    """The ``mlflow`` module pointed at the spec's experiment ``flightdeck/<spec>`` (created if missing)."""
     import mlflow
 
-    mlflow.set_tracking_uri(ctx.settings.mlflow_tracking_uri)
-    name = f"flightdeck/{ctx.name}"
-    client = mlflow.MlflowClient()
-    exp = client.get_experiment_by_name(name)
-    if exp is None:
-        location = None  # a tracking server decides (e.g. its S3 --artifacts-destination)
-        if not ctx.settings.mlflow_tracking_uri.startswith(("http://", "https://", "databricks")):
-            artifacts = ctx.settings.home / "mlartifacts"  # embedded default: next to the SQLite store
-            artifacts.mkdir(parents=True, exist_ok=True)
-            location = artifacts.as_uri()
-        client.create_experiment(name, artifact_location=location, tags={"flightdeck.spec": ctx.name})
+    name = registry.ensure_experiment(ctx.settings.mlflow_tracking_uri, ctx.name, ctx.settings.home / "mlartifacts")
     mlflow.set_experiment(name)
     return mlflow
 
@@ -167,7 +156,7 @@ def window_tag(window: tuple[str | None, str | None]) -> str:
 
 def find_trained_version(ctx: StageContext, dataset_version: str, window: tuple[str | None, str | None]) -> Any:
     """The registered version trained on this dataset version, spec version and window, if any."""
-    mlflow = _mlflow(ctx)
+    mlflow = tracking(ctx)
     client = mlflow.MlflowClient()
     versions = client.search_model_versions(f"name = '{_quote(ctx.spec.registered_model_name)}'")
     for v in versions:
@@ -202,7 +191,7 @@ def train_model(ctx: StageContext, window: tuple[str | None, str | None] = (None
     splits, frames, layout, X, y = data.splits, data.frames, data.layout, data.X, data.y
     target = spec.target.name
 
-    mlflow = _mlflow(ctx)
+    mlflow = tracking(ctx)
     client = mlflow.MlflowClient()
     _kill_stale_runs(mlflow, client, ctx)
     tags = {"flightdeck.spec": spec.name, "flightdeck.spec_version": spec.fingerprint(),
@@ -311,7 +300,7 @@ def _quote(value: str) -> str:
 
 def register_model(ctx: StageContext, trained: dict[str, Any]) -> dict[str, Any]:
     """Register the trained run's model once, tag its lineage, move the ``challenger`` alias."""
-    mlflow = _mlflow(ctx)
+    mlflow = tracking(ctx)
     client = mlflow.MlflowClient()
     name = ctx.spec.registered_model_name
     run = client.get_run(trained["mlflow_run_id"])
@@ -319,7 +308,9 @@ def register_model(ctx: StageContext, trained: dict[str, Any]) -> dict[str, Any]
         raise RuntimeError(f"MLflow run {run.info.run_id} is {run.info.status}; only finished runs are registered")
     try:
         client.get_registered_model(name)
-    except Exception:  # noqa: BLE001 - MLflow raises its own RestException subclasses here
+    except mlflow.exceptions.MlflowException as exc:
+        if not registry.is_not_found(exc):
+            raise
         client.create_registered_model(name, tags={"flightdeck.spec": ctx.spec.name},
                                        description=ctx.spec.title)
     existing = [v for v in client.search_model_versions(f"name = '{_quote(name)}'")
@@ -343,6 +334,7 @@ def register_model(ctx: StageContext, trained: dict[str, Any]) -> dict[str, Any]
             **{f"test.{k}": str(v) for k, v in trained["test"].items()}}
     for key, value in tags.items():
         client.set_model_version_tag(name, version.version, key, value)
-    client.set_registered_model_alias(name, CHALLENGER, version.version)
-    return {"spec": ctx.spec.name, "registered_model": name, "version": str(version.version), "alias": CHALLENGER,
+    client.set_registered_model_alias(name, registry.CHALLENGER, version.version)
+    return {"spec": ctx.spec.name, "registered_model": name, "version": str(version.version),
+            "alias": registry.CHALLENGER,
             "mlflow_run_id": run.info.run_id}

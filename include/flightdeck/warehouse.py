@@ -1,13 +1,15 @@
 """The warehouse database: catalog, deliveries, quarantine, dataset versions and the gates' records.
 
 SQLite by default, any SQLAlchemy URL (e.g. ``postgresql+psycopg://...``) otherwise.
-Tables are created with ``CREATE TABLE IF NOT EXISTS`` on first use and only ever gain
-columns. Values always travel as bound parameters.
+Tables are created by ``flightdeck init`` (and brought up to date whenever a process first
+opens the warehouse: :func:`migrate`); they only ever gain columns. Values always travel as
+bound parameters.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -16,6 +18,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+
+from flightdeck import locks
+
+log = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
 
@@ -218,13 +224,67 @@ fingerprints = sa.Table(
     sa.Column("measured_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+scoring_runs = sa.Table(
+    "fd_scoring_runs", metadata,
+    sa.Column("spec_name", sa.String(64), primary_key=True),
+    sa.Column("run_id", sa.String(250), primary_key=True, comment="the scoring (Airflow) run id"),
+    sa.Column("partition_date", sa.String(10), primary_key=True),
+    sa.Column("predictions_table", sa.String(64), nullable=False),
+    sa.Column("model_name", sa.String(250)),
+    sa.Column("model_version", sa.String(32)),
+    sa.Column("status", sa.String(16), nullable=False, comment="running | published | failed | invalid"),
+    sa.Column("rows", sa.BigInteger),
+    sa.Column("unknown_categories", sa.Text, comment="JSON: feature -> values the model never saw"),
+    sa.Column("input_uri", sa.Text),
+    sa.Column("input_fingerprint", sa.String(128)),
+    sa.Column("details", sa.Text, comment="JSON: threshold, prior, history, validation"),
+    sa.Column("error", sa.Text),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Index("ix_fd_scoring_runs_partition", "spec_name", "partition_date"),
+)
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
 
+def migrate(engine: Engine, schema: sa.MetaData = metadata) -> list[str]:
+    """Bring the tables of ``schema`` up to date: create missing tables, add missing columns and indexes.
+
+    A table made by an earlier FlightDeck lacks the columns added since; ``create_all`` never
+    adds them, so each is added here (nullable: existing rows have no value). One process at a
+    time (the store lock), so processes opening a fresh warehouse together never race.
+
+    Returns:
+        what was added, e.g. ``["fd_catalog.curated_at"]`` (empty when up to date).
+    """
+    added: list[str] = []
+    with locks.store_lock(engine.url.render_as_string(hide_password=False), locks.WAREHOUSE):
+        schema.create_all(engine, checkfirst=True)
+        inspector = sa.inspect(engine)
+        q = engine.dialect.identifier_preparer.quote
+        for table in schema.sorted_tables:
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            missing = [c for c in table.columns if c.name not in have]
+            indexes = {i["name"] for i in inspector.get_indexes(table.name)}
+            with engine.begin() as conn:
+                for column in missing:
+                    ddl = column.type.compile(dialect=engine.dialect)
+                    conn.exec_driver_sql(f"ALTER TABLE {q(table.name)} ADD COLUMN {q(column.name)} {ddl}")
+                    added.append(f"{table.name}.{column.name}")
+                for index in table.indexes:
+                    if index.name not in indexes:
+                        index.create(conn)
+                        added.append(f"{table.name}:{index.name}")
+    if added:
+        log.info("warehouse %s upgraded: added %s", engine.url.render_as_string(hide_password=True), added)
+    return added
+
+
 @lru_cache(maxsize=8)
 def connect(url: str) -> Engine:
-    """Return an engine for ``url`` with the FlightDeck tables created."""
+    """Return an engine for ``url`` with the FlightDeck tables up to date (:func:`migrate`, once per process)."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": 60})
@@ -237,7 +297,7 @@ def connect(url: str) -> Engine:
             cur.close()
     else:
         engine = sa.create_engine(url, pool_pre_ping=True)
-    metadata.create_all(engine, checkfirst=True)
+    migrate(engine)
     return engine
 
 

@@ -78,6 +78,10 @@ def home(tmp_path, monkeypatch: pytest.MonkeyPatch):
     """A private FlightDeck home (lake, warehouse, MLflow) for one test, read by the operators from the env."""
     monkeypatch.setenv("FLIGHTDECK_HOME", str(tmp_path / "fd"))
     monkeypatch.setenv("FLIGHTDECK_PSEUDONYMISATION_KEY", "integration-key")
+    from flightdeck import stores
+    from flightdeck.settings import Settings
+
+    stores.init_stores(Settings.from_env(), airflow=False)  # as `flightdeck init` does before any DAG runs
     return tmp_path / "fd"
 
 

@@ -194,7 +194,7 @@ def _register_variant(env: dict[str, Any], run_id: str, python_model: Any) -> st
     name = env["spec"].registered_model_name
     base = client.get_model_version(name, alias_version(env, "champion"))
     ctx = _ctx(env, run_id, "flights_training")
-    training._mlflow(ctx)
+    training.tracking(ctx)
     with mlflow.start_run(run_name=f"fault {run_id}") as run:
         evaluation = mlflow.artifacts.download_artifacts(run_id=base.run_id, artifact_path="evaluation")
         mlflow.log_artifacts(evaluation, artifact_path="evaluation")
