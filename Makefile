@@ -18,7 +18,7 @@ export GX_ANALYTICS_ENABLED := false
 DEMO_START ?= 2013-01-01
 DEMO_END ?= 2013-01-31
 
-.PHONY: install sysdeps init demo test up clean bench lint
+.PHONY: install init demo test up clean bench lint
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,19 +28,13 @@ $(BIN)/.installed: requirements.txt pyproject.toml
 
 install: $(BIN)/.installed  ## create the virtualenv and install the pinned stack
 
-# Debian packages the tests need: libfaketime runs the end-to-end demo with the clock put where it hurts.
-sysdeps:
-	@command -v faketime >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null; \
-	  else echo "the end-to-end test needs libfaketime: sudo apt-get install faketime (it is skipped without it)"; fi; }
-
 init: install  ## create and migrate every store once (Airflow metadata DB, warehouse, MLflow), before any DAG runs
 	$(BIN)/flightdeck init
 
 demo: install  ## replay a month of flights: data, training, gate and scoring DAGs through the real scheduler
 	$(BIN)/flightdeck demo --start $(DEMO_START) --end $(DEMO_END)
 
-test: install sysdeps  ## run the whole test suite (and record its ML Test Score evidence in the warehouse)
+test: install  ## run the whole test suite (and record its ML Test Score evidence in the warehouse)
 	FLIGHTDECK_EVIDENCE_URL=$${FLIGHTDECK_EVIDENCE_URL:-sqlite:///$(abspath $(FLIGHTDECK_HOME))/warehouse.db} $(BIN)/python -m pytest
 
 up: init  ## start the Airflow UI (standalone) and the MLflow UI; Ctrl-C stops both

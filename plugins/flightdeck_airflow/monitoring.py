@@ -39,8 +39,8 @@ class MonitorModelOperator(FlightDeckStageOperator):
 
         ctx = self.stage_context(context)
         parts = [p.strip() for p in (self.partitions or "").split(",") if p.strip()]
-        manifest = monitoring.run_monitoring(ctx, as_of=self.as_of or None, partitions=parts or None,
-                                             run_type=run_type_of(context))
+        manifest = self.run_stage(monitoring.run_monitoring, ctx, as_of=self.as_of or None,
+                                  partitions=parts or None, run_type=run_type_of(context))
         self.log.info("monitoring %s as of %s: %s", self.spec_name, manifest["as_of"], manifest["status"])
         if manifest["alerts"]:
             from flightdeck.alerts import Alert

@@ -58,6 +58,17 @@ class FlightDeckStageOperator(BaseOperator):
         self.log.info("%s manifest: %s", self.stage, manifest)
         return manifest
 
+    def run_stage(self, stage: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call a stage function, mapping how it ends to Airflow: Rejected fails (no retry), NothingToDo skips."""
+        from flightdeck.errors import NothingToDo, Rejected
+
+        try:
+            return stage(*args, **kwargs)
+        except NothingToDo as exc:
+            raise AirflowSkipException(str(exc)) from exc
+        except Rejected as exc:
+            raise AirflowFailException(str(exc)) from exc
+
 
 class IngestDeliveriesOperator(FlightDeckStageOperator):
     """Claim landed files, keep them immutable in raw/, parse, quarantine, pseudonymise, stage."""
