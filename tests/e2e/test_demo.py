@@ -2,11 +2,12 @@
 
 ``make demo`` on a fresh home once failed because the scheduled runs that fire when a
 scheduler starts (the daily scoring and monitoring, the weekly training) opened a brand-new
-MLflow store together and corrupted it. Whether those runs fire at start-up depends on the
-wall clock, so this test does not leave it to the time CI happens to run: the whole demo
-(its ``airflow standalone`` and every task process) runs with the clock put just past
-Monday 04:00 UTC (``fakeclock/sitecustomize.py``, time-machine in every interpreter), when every scheduled interval has passed: training's
-(Monday 04:00 UTC) seconds ago, scoring's (20:00) and monitoring's (21:00 New York) hours ago.
+MLflow store together and corrupted it. Which runs fire at start-up, and when, depends on
+the wall clock, so this test does not leave it to the time CI happens to run: the whole
+demo (its ``airflow standalone`` and every task process) runs with the clock put just past
+Monday 04:00 UTC (``fakeclock/sitecustomize.py``: time-machine in every interpreter), when
+every scheduled interval has passed: training's (Monday 04:00 UTC) seconds ago, scoring's
+(20:00) and monitoring's (21:00 New York) hours ago.
 
 Asserts what the demo promises (a champion, published predictions, monitoring figures),
 that the start-up runs really fired and ended harmlessly (skipped, with their reason
