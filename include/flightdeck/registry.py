@@ -194,8 +194,8 @@ def repair_store(uri: str) -> list[str]:
 def mlflow_client(tracking_uri: str) -> Any:
     """The ``MlflowClient`` for ``tracking_uri`` (also the registry URI), the store made ready first.
 
-    Also sets the process's tracking URI, so ``mlflow.pyfunc.load_model("models:/...")`` and
-    fluent calls use the same store.
+    Also sets the process's tracking URI (the registry URI defaults to it), so
+    ``mlflow.pyfunc.load_model("models:/...")`` and fluent calls use the same store.
 
     Raises:
         RegistryError: the store is broken, out of date or unreachable (names the URI).
@@ -204,8 +204,7 @@ def mlflow_client(tracking_uri: str) -> Any:
 
     if tracking_uri not in _READY:
         init_store(tracking_uri, upgrade=False)
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)  # the registry URI follows it (never set apart, so it never goes stale)
     return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
