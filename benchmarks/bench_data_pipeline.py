@@ -21,9 +21,9 @@ from pathlib import Path
 
 def build_input(copies: int, dest: Path) -> int:
     import pandas as pd
-    from flightdeck import replay
-    from flightdeck.settings import Settings
-    from flightdeck.spec import load_spec
+    from flightdeck.core.settings import Settings
+    from flightdeck.core.spec import load_spec
+    from flightdeck.data import replay
 
     spec = load_spec(Settings.from_env().specs_dir / "flights.yaml")
     frame = replay.load_replay_source(spec)[list(spec.features_source.columns)]
@@ -53,9 +53,10 @@ def measure(mode: str, path: Path, home: Path) -> dict[str, float]:
 
         rows = len(pd.read_parquet(path))
     else:
-        from flightdeck import runners, warehouse
-        from flightdeck.settings import Settings
-        from flightdeck.spec import load_spec
+        from flightdeck.core import warehouse
+        from flightdeck.core.settings import Settings
+        from flightdeck.core.spec import load_spec
+        from flightdeck.data import runners
 
         os.environ["FLIGHTDECK_HOME"] = str(home)
         settings = Settings.from_env()

@@ -71,8 +71,8 @@ BLOCK = 200_000
 def delivery_files(home: Path, rows: int) -> dict[str, Path]:
     """Source name -> the CSV delivery of N rows for ``DAY`` (written once, kept in the home)."""
     import numpy as np
-    from flightdeck import replay
-    from flightdeck.spec import load_spec
+    from flightdeck.core.spec import load_spec
+    from flightdeck.data import replay
 
     spec = load_spec(home / "specs" / "flights.yaml")
     out_dir = home / "deliveries" / str(rows)
@@ -120,7 +120,7 @@ def copy_sqlite(src: Path, dest: Path) -> str:
 def copy_to_postgres(src: Path, url: str) -> None:
     """The set-up warehouse's tables (catalog, dataset versions, evidence, ...) into a PostgreSQL schema."""
     import sqlalchemy as sa
-    from flightdeck import warehouse
+    from flightdeck.core import warehouse
 
     source = sa.create_engine(f"sqlite:///{src}")
     target = warehouse.connect(url)
@@ -169,7 +169,11 @@ class CheckClock:
 
 
 def instrument(clock: CheckClock) -> None:
-    from flightdeck import drift, monitoring, scoring, serving, warehouse, wrangle
+    from flightdeck.core import warehouse
+    from flightdeck.data import drift, wrangle
+    from flightdeck.monitoring import monitor as monitoring
+    from flightdeck.serving import champion as serving
+    from flightdeck.serving import scoring
 
     m = monitoring
     for owner, name, label in [
@@ -188,7 +192,7 @@ def instrument(clock: CheckClock) -> None:
         (m, "check_skew", "skew: rest (sample, align, compare)"),
         (m, "raw_partition_rows", "skew: re-parse the raw delivery"),
         (wrangle, "wrangle_frame", "skew: wrangle the raw rows"),
-        (m, "_key_frame", "entity keys as strings (skew, decay joins)"),
+        (m, "key_frame", "entity keys as strings (skew, decay joins)"),
         (serving.ServingModel, "feature_matrix", "feature building (ServingModel.feature_matrix)"),
         (serving.ServingModel, "predict_matrix", "model predict (reference sample)"),
         (m, "check_decay", "decay: rest"),
@@ -212,7 +216,7 @@ def instrument(clock: CheckClock) -> None:
 def worker(kind: str, rows: int, arg: str, home: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": kind, "arg": arg, "rows": rows}
     if kind == "deliver":
-        from flightdeck import runners
+        from flightdeck.data import runners
 
         ctx = _context(f"bench-data-{arg}-{rows}")
         path = delivery_files(home, rows)[arg]
@@ -225,7 +229,7 @@ def worker(kind: str, rows: int, arg: str, home: Path) -> dict[str, Any]:
                    quarantined=ingested["rows_quarantined"], curated_rows=curated["rows"],
                    labelled=curated["labelled"])
     elif kind == "score":
-        from flightdeck import scoring
+        from flightdeck.serving import scoring
 
         ctx = _context(f"bench-score-{rows}")
         start = time.perf_counter()
@@ -237,7 +241,8 @@ def worker(kind: str, rows: int, arg: str, home: Path) -> dict[str, Any]:
                    published=manifest["rows"], validation=manifest["validation"].get("success"))
     elif kind == "monitor":
         import sqlalchemy as sa
-        from flightdeck import monitoring, warehouse
+        from flightdeck.core import warehouse
+        from flightdeck.monitoring import monitor as monitoring
 
         clock = CheckClock()
         instrument(clock)
@@ -254,7 +259,7 @@ def worker(kind: str, rows: int, arg: str, home: Path) -> dict[str, Any]:
                    errors=manifest["errors"], checked=manifest["partitions"],
                    figures=[list(f) for f in figs])
     if kind in ("score", "monitor"):
-        from flightdeck import predictions
+        from flightdeck.serving import predictions
 
         out["published_rows"] = predictions.count_partition(ctx.engine, ctx.spec, PARTITION)
     out["peak_rss_mib"] = peak_rss_mib()

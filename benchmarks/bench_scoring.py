@@ -79,10 +79,11 @@ def prepare(home: Path, sizes: list[int], through_gates: bool = False, quick_tra
         (home / "specs" / "flights.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
         set_env(home)
         import mlflow
-        from flightdeck import replay, runners, training
-        from flightdeck.settings import Settings
-        from flightdeck.spec import load_spec
-        from flightdeck.storage import open_store
+        from flightdeck.core.settings import Settings
+        from flightdeck.core.spec import load_spec
+        from flightdeck.core.storage import open_store
+        from flightdeck.data import replay, runners
+        from flightdeck.training import pipeline as training
 
         settings = Settings.from_env()
         spec = load_spec(settings.specs_dir / "flights.yaml")
@@ -94,7 +95,7 @@ def prepare(home: Path, sizes: list[int], through_gates: bool = False, quick_tra
         tctx = runners.StageContext(spec, settings, run_id="bench-train", dag_id="flights_training")
         version = training.register_model(tctx, training.train_model(tctx))["version"]
         if through_gates:
-            from flightdeck import gates
+            from flightdeck.gates import promotion as gates
 
             gctx = runners.StageContext(spec, settings, run_id="bench-gate", dag_id="flights_gate")
             decision = gates.decide(gctx, gates.judge_version(gctx, version))
@@ -108,9 +109,9 @@ def prepare(home: Path, sizes: list[int], through_gates: bool = False, quick_tra
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from flightdeck.runners import curated_key
-    from flightdeck.settings import Settings
-    from flightdeck.storage import open_store
+    from flightdeck.core.settings import Settings
+    from flightdeck.core.storage import open_store
+    from flightdeck.data.runners import curated_key
 
     lake = open_store(Settings.from_env().lake_uri)
     march = pd.concat([pd.read_parquet(lake.path(o.key)) for o in lake.list("curated/flights/")
@@ -135,16 +136,16 @@ def prepare(home: Path, sizes: list[int], through_gates: bool = False, quick_tra
 
 # ---------------------------------------------------------------- workers (fresh subprocesses)
 def _context(run_id: str):  # type: ignore[no-untyped-def]
-    from flightdeck.runners import StageContext
-    from flightdeck.settings import Settings
-    from flightdeck.spec import load_spec
+    from flightdeck.core.settings import Settings
+    from flightdeck.core.spec import load_spec
+    from flightdeck.data.runners import StageContext
 
     settings = Settings.from_env()
     return StageContext(load_spec(settings.specs_dir / "flights.yaml"), settings, run_id=run_id)
 
 
 def _fresh_table(ctx):  # type: ignore[no-untyped-def]
-    from flightdeck import predictions
+    from flightdeck.serving import predictions
 
     engine = ctx.engine
     with engine.begin() as conn:
@@ -155,8 +156,9 @@ def _fresh_table(ctx):  # type: ignore[no-untyped-def]
 
 def worker(kind: str, rows: int) -> dict[str, object]:
     import pyarrow.parquet as pq
-    from flightdeck import predictions, scoring, warehouse
-    from flightdeck.runners import curated_key
+    from flightdeck.core import warehouse
+    from flightdeck.data.runners import curated_key
+    from flightdeck.serving import predictions, scoring
 
     ctx = _context(f"bench-{kind}-{rows}")
     start = time.perf_counter()
@@ -204,7 +206,8 @@ def worker(kind: str, rows: int) -> dict[str, object]:
     elif kind == "naive":
         import mlflow.pyfunc
         import pandas as pd
-        from flightdeck import features, wrangle
+        from flightdeck.data import wrangle
+        from flightdeck.training import features
 
         pyfunc = mlflow.pyfunc.load_model(model.model_uri)
         start = time.perf_counter()

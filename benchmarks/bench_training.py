@@ -25,8 +25,8 @@ from bench_data_pipeline import peak_rss_mib
 
 
 def year_spec():  # type: ignore[no-untyped-def]
-    from flightdeck.settings import Settings
-    from flightdeck.spec import load_spec
+    from flightdeck.core.settings import Settings
+    from flightdeck.core.spec import load_spec
 
     base = load_spec(Settings.from_env().specs_dir / "flights.yaml")
     sources = {n: s.model_copy(update={"batch_date": None, "pattern": f"{n}_year.csv"})
@@ -36,9 +36,9 @@ def year_spec():  # type: ignore[no-untyped-def]
 
 
 def prepare(home: Path) -> None:
-    from flightdeck import replay, runners
-    from flightdeck.settings import Settings
-    from flightdeck.storage import open_store
+    from flightdeck.core.settings import Settings
+    from flightdeck.core.storage import open_store
+    from flightdeck.data import replay, runners
 
     os.environ["FLIGHTDECK_HOME"] = str(home)
     spec = year_spec()
@@ -53,8 +53,9 @@ def prepare(home: Path) -> None:
 
 
 def run_training(home: Path) -> dict[str, object]:
-    from flightdeck import runners, training
-    from flightdeck.settings import Settings
+    from flightdeck.core.settings import Settings
+    from flightdeck.data import runners
+    from flightdeck.training import pipeline as training
 
     os.environ["FLIGHTDECK_HOME"] = str(home)
     ctx = runners.StageContext(year_spec(), Settings.from_env(), run_id=f"bench-train-{time.time():.0f}",
@@ -73,9 +74,11 @@ def run_reference(home: Path) -> dict[str, object]:
     import mlflow
     import numpy as np
     import pandas as pd
-    from flightdeck import features, runners, training
-    from flightdeck.settings import Settings
-    from flightdeck.train import SoftVotingEnsemble
+    from flightdeck.core.settings import Settings
+    from flightdeck.data import runners
+    from flightdeck.training import features
+    from flightdeck.training import pipeline as training
+    from flightdeck.training.train import SoftVotingEnsemble
 
     os.environ["FLIGHTDECK_HOME"] = str(home)
     settings = Settings.from_env()

@@ -14,8 +14,8 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import DAG, Param
-from flightdeck.settings import Settings
-from flightdeck.spec import discover_specs
+from flightdeck.core.settings import Settings
+from flightdeck.core.spec import discover_specs
 from flightdeck_airflow.assets import challenger_asset, champion_asset
 from flightdeck_airflow.gates import DecidePromotionOperator, JudgeChallengerOperator
 

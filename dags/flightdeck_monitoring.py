@@ -18,8 +18,8 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param
-from flightdeck.settings import Settings
-from flightdeck.spec import discover_specs
+from flightdeck.core.settings import Settings
+from flightdeck.core.spec import discover_specs
 from flightdeck_airflow.assets import curated_asset, retrain_asset, scored_asset
 from flightdeck_airflow.monitoring import MonitorModelOperator, RequestRetrainingOperator
 from flightdeck_airflow.notifiers import FlightDeckNotifier

@@ -16,8 +16,8 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param
-from flightdeck.settings import Settings
-from flightdeck.spec import discover_specs
+from flightdeck.core.settings import Settings
+from flightdeck.core.spec import discover_specs
 from flightdeck_airflow.assets import challenger_asset, retrain_asset, training_data_asset
 from flightdeck_airflow.operators import RegisterModelOperator, TrainModelOperator
 

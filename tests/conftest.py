@@ -32,8 +32,8 @@ os.environ.update({
 sys.path[:0] = [str(REPO / "plugins"), str(REPO / "include")]
 
 import pytest  # noqa: E402
-from flightdeck.settings import Settings  # noqa: E402
-from flightdeck.spec import DatasetSpec, load_spec  # noqa: E402
+from flightdeck.core.settings import Settings  # noqa: E402
+from flightdeck.core.spec import DatasetSpec, load_spec  # noqa: E402
 
 FLIGHTS_SPEC = REPO / "include" / "specs" / "flights.yaml"
 
@@ -54,7 +54,7 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture(scope="session")
 def airflow_db() -> None:
     """Initialise every store once per session, as `flightdeck init` does (dag.test() needs the metadata DB)."""
-    from flightdeck import stores
+    from flightdeck.apps import init as stores
 
     stores.init_stores(Settings.from_env())
 
@@ -78,7 +78,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return  # only a whole-suite session speaks for the code version
     from datetime import UTC, datetime
 
-    from flightdeck import gates, training
+    from flightdeck.gates import promotion as gates
+    from flightdeck.training import pipeline as training
 
     run_type = "ci" if os.environ.get("CI", "").lower() in ("1", "true", "yes") else "manual"
     records = gates.record_suite_evidence(_EVIDENCE_URL, dict(_OUTCOMES), training.code_version(), run_type,

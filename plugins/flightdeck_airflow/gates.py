@@ -31,7 +31,7 @@ class JudgeChallengerOperator(FlightDeckStageOperator):
         self.version = version
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from flightdeck import gates
+        from flightdeck.gates import promotion as gates
 
         ctx = self.stage_context(context)
         version = self.version or self._version_from_asset_event(context)
@@ -68,7 +68,7 @@ class DecidePromotionOperator(FlightDeckStageOperator):
         self.judge_task_id = judge_task_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from flightdeck import gates
+        from flightdeck.gates import promotion as gates
 
         verdict = context["ti"].xcom_pull(task_ids=self.judge_task_id)
         if not verdict:

@@ -35,7 +35,7 @@ class MonitorModelOperator(FlightDeckStageOperator):
         self.partitions = partitions
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from flightdeck import monitoring
+        from flightdeck.monitoring import monitor as monitoring
 
         ctx = self.stage_context(context)
         parts = [p.strip() for p in (self.partitions or "").split(",") if p.strip()]
@@ -43,7 +43,7 @@ class MonitorModelOperator(FlightDeckStageOperator):
                                   partitions=parts or None, run_type=run_type_of(context))
         self.log.info("monitoring %s as of %s: %s", self.spec_name, manifest["as_of"], manifest["status"])
         if manifest["alerts"]:
-            from flightdeck.alerts import Alert
+            from flightdeck.monitoring.alerts import Alert
 
             from flightdeck_airflow.notifiers import notify_alerts
 
@@ -72,7 +72,7 @@ class RequestRetrainingOperator(FlightDeckStageOperator):
         self.monitor_task_id = monitor_task_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from flightdeck import monitoring
+        from flightdeck.monitoring import monitor as monitoring
 
         ctx = self.stage_context(context)
         manifest = context["ti"].xcom_pull(task_ids=self.monitor_task_id) or {}

@@ -2,7 +2,7 @@
 
 ``FlightDeckNotifier`` plugs into any ``on_failure_callback`` / ``on_success_callback``;
 ``notify_alerts`` lets an operator send alerts it computed from inside ``execute``. Both hand
-the work to ``flightdeck.alerts.deliver_alerts`` and never raise on a delivery failure.
+the work to ``flightdeck.monitoring.alerts.deliver_alerts`` and never raise on a delivery failure.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from airflow.sdk import Context
 from airflow.sdk.bases.notifier import BaseNotifier
 
 if TYPE_CHECKING:
-    from flightdeck.alerts import Alert
+    from flightdeck.monitoring.alerts import Alert
 
 log = logging.getLogger(__name__)
 _ALERT_KEYS = ("spec_name", "check", "severity", "summary", "figures", "run_id", "dag_id", "raised_at")
@@ -33,7 +33,7 @@ class FlightDeckNotifier(BaseNotifier):
         check: the alert's check name (default ``task_failed``).
         severity: ``info``, ``warning`` or ``critical``.
         summary: one line (templated); default ``"<dag>.<task> failed in run <run>"``.
-        alerts: alert dicts to send instead (keys of ``flightdeck.alerts.Alert``); missing
+        alerts: alert dicts to send instead (keys of ``flightdeck.monitoring.alerts.Alert``); missing
             ``spec_name``, ``check``, ``severity``, ``summary``, ``run_id`` and ``dag_id`` are
             filled from the notifier and the context.
     """
@@ -60,7 +60,7 @@ class FlightDeckNotifier(BaseNotifier):
 
     def build_alerts(self, context: Context) -> list[Alert]:
         """Return the alerts this notifier would send for ``context``."""
-        from flightdeck.alerts import Alert
+        from flightdeck.monitoring.alerts import Alert
 
         dag_id, task_id, run_id = _dag_task_run(context)
         defaults: dict[str, Any] = {"spec_name": spec_name_from_context(context), "check": self.check,
@@ -107,8 +107,8 @@ def notify_alerts(context: Context, alerts: Sequence[Alert]) -> dict[str, Any]:
     Returns:
         ``deliver_alerts``'s result plus ``"email": "sent" | "failed: <reason>" | "not configured"``.
     """
-    from flightdeck.alerts import deliver_alerts
-    from flightdeck.settings import Settings
+    from flightdeck.core.settings import Settings
+    from flightdeck.monitoring.alerts import deliver_alerts
 
     settings = Settings.from_env()
     result = deliver_alerts(alerts, settings)

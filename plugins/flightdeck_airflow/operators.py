@@ -1,4 +1,4 @@
-"""Custom operators, one per pipeline stage, each a thin call into ``flightdeck.runners``."""
+"""Custom operators, one per pipeline stage, each a thin call into a stage package's runner."""
 
 from __future__ import annotations
 
@@ -31,9 +31,9 @@ class FlightDeckStageOperator(BaseOperator):
         self.pii_key_conn_id = pii_key_conn_id
 
     def stage_context(self, context: Context) -> Any:
-        from flightdeck.runners import StageContext
-        from flightdeck.settings import Settings
-        from flightdeck.spec import load_spec
+        from flightdeck.core.settings import Settings
+        from flightdeck.core.spec import load_spec
+        from flightdeck.data.runners import StageContext
 
         settings = Settings.from_env()
         pii_key = None
@@ -45,10 +45,10 @@ class FlightDeckStageOperator(BaseOperator):
                             run_id=context["run_id"], dag_id=self.dag_id, pii_key=pii_key)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from flightdeck import runners
-        from flightdeck.ingest import DeliveryError, QualityGateError
-        from flightdeck.spec import SpecError
-        from flightdeck.split import LeakageError
+        from flightdeck.core.spec import SpecError
+        from flightdeck.data import runners
+        from flightdeck.data.ingest import DeliveryError, QualityGateError
+        from flightdeck.data.split import LeakageError
 
         ctx = self.stage_context(context)
         try:
@@ -60,7 +60,7 @@ class FlightDeckStageOperator(BaseOperator):
 
     def run_stage(self, stage: Any, *args: Any, **kwargs: Any) -> Any:
         """Call a stage function, mapping how it ends to Airflow: Rejected fails (no retry), NothingToDo skips."""
-        from flightdeck.errors import NothingToDo, Rejected
+        from flightdeck.core.errors import NothingToDo, Rejected
 
         try:
             return stage(*args, **kwargs)
@@ -120,9 +120,9 @@ class TrainModelOperator(FlightDeckStageOperator):
         self.force = force
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from flightdeck import training
-        from flightdeck.features import FeatureError
-        from flightdeck.train import TrainingDataError
+        from flightdeck.training import pipeline as training
+        from flightdeck.training.features import FeatureError
+        from flightdeck.training.train import TrainingDataError
 
         ctx = self.stage_context(context)
         window = (self.window_start or None, self.window_end or None)
@@ -167,7 +167,7 @@ class TrainModelOperator(FlightDeckStageOperator):
     @staticmethod
     def _may_retrain_on_data(ctx: Any) -> bool:
         """New data alone retrains only while nothing is promoted yet, or when the spec asks for it."""
-        from flightdeck.serving import NoChampionError, resolve_model
+        from flightdeck.serving.champion import NoChampionError, resolve_model
 
         if ctx.spec.monitoring.retrain_on_new_data:
             return True
@@ -188,7 +188,7 @@ class RegisterModelOperator(FlightDeckStageOperator):
         self.train_task_id = train_task_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from flightdeck import training
+        from flightdeck.training import pipeline as training
 
         trained = context["ti"].xcom_pull(task_ids=self.train_task_id)
         if not trained:

@@ -1,4 +1,4 @@
-"""Operators and the sensor of the scoring DAG: thin calls into ``flightdeck.scoring``."""
+"""Operators and the sensor of the scoring DAG: thin calls into ``flightdeck.serving.scoring``."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class ResolveChampionOperator(FlightDeckStageOperator):
     stage = "resolve_champion"
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from flightdeck import scoring
+        from flightdeck.serving import scoring
 
         try:
             manifest = scoring.resolve_champion(self.stage_context(context))
@@ -86,11 +86,11 @@ class ScorablePartitionsSensor(BaseSensorOperator):
         self.force = force
 
     def poke(self, context: Context) -> PokeReturnValue:
-        from flightdeck import scoring
-        from flightdeck.runners import StageContext
-        from flightdeck.serving import ScoringInputError
-        from flightdeck.settings import Settings
-        from flightdeck.spec import load_spec
+        from flightdeck.core.settings import Settings
+        from flightdeck.core.spec import load_spec
+        from flightdeck.data.runners import StageContext
+        from flightdeck.serving import scoring
+        from flightdeck.serving.champion import ScoringInputError
 
         settings = Settings.from_env()
         spec = load_spec(settings.specs_dir / f"{self.spec_name}.yaml")
@@ -131,7 +131,7 @@ class ScorePartitionOperator(FlightDeckStageOperator):
         self.validate_batch = validate_batch
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from flightdeck import scoring
+        from flightdeck.serving import scoring
 
         ctx = self.stage_context(context)
         try:

@@ -28,10 +28,10 @@ class LandingZoneSensor(BaseSensorOperator):
         self.deferrable = deferrable
 
     def _waiting(self) -> list[str]:
-        from flightdeck.runners import waiting_files
-        from flightdeck.settings import Settings
-        from flightdeck.spec import load_spec
-        from flightdeck.storage import open_store
+        from flightdeck.core.settings import Settings
+        from flightdeck.core.spec import load_spec
+        from flightdeck.core.storage import open_store
+        from flightdeck.data.runners import waiting_files
 
         settings = Settings.from_env()
         spec = load_spec(settings.specs_dir / f"{self.spec_name}.yaml")

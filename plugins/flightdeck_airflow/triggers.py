@@ -35,8 +35,8 @@ class LandingFilesTrigger(BaseTrigger):
             "s3_endpoint_url": self.s3_endpoint_url})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from flightdeck.runners import waiting_files
-        from flightdeck.storage import open_store
+        from flightdeck.core.storage import open_store
+        from flightdeck.data.runners import waiting_files
 
         store = open_store(self.landing_uri, self.s3_endpoint_url)
         deadline = None if self.timeout is None else time.monotonic() + self.timeout

@@ -25,8 +25,8 @@ def test_no_import_errors(dagbag):
 
 
 def test_one_data_dag_per_spec(dagbag, flights_spec):
-    from flightdeck.settings import Settings
-    from flightdeck.spec import list_spec_names
+    from flightdeck.core.settings import Settings
+    from flightdeck.core.spec import list_spec_names
 
     names = list_spec_names(Settings.from_env().specs_dir)
     assert flights_spec.name in names

@@ -1,7 +1,7 @@
 """Fixtures of the integration tests that talk to real services on loopback.
 
 ``s3_endpoint`` runs moto's S3-compatible server in a thread on 127.0.0.1. boto3 is not
-patched: every call of :class:`flightdeck.storage.S3Store` is a real HTTP request.
+patched: every call of :class:`flightdeck.core.storage.S3Store` is a real HTTP request.
 """
 
 from __future__ import annotations
@@ -78,8 +78,8 @@ def home(tmp_path, monkeypatch: pytest.MonkeyPatch):
     """A private FlightDeck home (lake, warehouse, MLflow) for one test, read by the operators from the env."""
     monkeypatch.setenv("FLIGHTDECK_HOME", str(tmp_path / "fd"))
     monkeypatch.setenv("FLIGHTDECK_PSEUDONYMISATION_KEY", "integration-key")
-    from flightdeck import stores
-    from flightdeck.settings import Settings
+    from flightdeck.apps import init as stores
+    from flightdeck.core.settings import Settings
 
     stores.init_stores(Settings.from_env(), airflow=False)  # as `flightdeck init` does before any DAG runs
     return tmp_path / "fd"

@@ -12,9 +12,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_data_dag_ingests_replayed_days_and_publishes_splits(airflow_db, home, dags, flights_spec):
-    from flightdeck import replay, warehouse
-    from flightdeck.settings import Settings
-    from flightdeck.storage import open_store
+    from flightdeck.core import warehouse
+    from flightdeck.core.settings import Settings
+    from flightdeck.core.storage import open_store
+    from flightdeck.data import replay
 
     settings = Settings.from_env()
     landed = replay.replay(flights_spec, open_store(settings.landing_uri), date(2013, 3, 1), date(2013, 3, 4))
@@ -40,10 +41,11 @@ def test_data_dag_ingests_replayed_days_and_publishes_splits(airflow_db, home, d
 
 def test_second_use_case_runs_from_its_spec_alone(airflow_db, home, dags):
     """weather.yaml has no code of its own: its DAG is generated and runs end to end."""
-    from flightdeck import replay, warehouse
-    from flightdeck.settings import Settings
-    from flightdeck.spec import load_spec
-    from flightdeck.storage import open_store
+    from flightdeck.core import warehouse
+    from flightdeck.core.settings import Settings
+    from flightdeck.core.spec import load_spec
+    from flightdeck.core.storage import open_store
+    from flightdeck.data import replay
 
     settings = Settings.from_env()
     spec = load_spec(settings.specs_dir / "weather.yaml")

@@ -28,7 +28,7 @@ class _Distorted(mlflow.pyfunc.PythonModel):
         self.pipeline, self.layout, self.fault = pipeline, layout, fault
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
-        from flightdeck.features import FeatureLayout, select_features
+        from flightdeck.training.features import FeatureLayout, select_features
 
         X = select_features(model_input, FeatureLayout(tuple(self.layout["numeric"]),
                                                        tuple(self.layout["categorical"])))
@@ -43,10 +43,10 @@ class _Distorted(mlflow.pyfunc.PythonModel):
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, airflow_db) -> Any:
     """Three weeks of flights through the data stages, with a cheaper training configuration."""
-    from flightdeck import replay, runners
-    from flightdeck.settings import Settings
-    from flightdeck.spec import load_spec
-    from flightdeck.storage import open_store
+    from flightdeck.core.settings import Settings
+    from flightdeck.core.spec import load_spec
+    from flightdeck.core.storage import open_store
+    from flightdeck.data import replay, runners
 
     root = tmp_path_factory.mktemp("gates")
     specs = root / "specs"
@@ -72,20 +72,20 @@ def env(tmp_path_factory: pytest.TempPathFactory, airflow_db) -> Any:
 
 
 def _ctx(env: dict[str, Any], run_id: str, dag_id: str = "flights_gate") -> Any:
-    from flightdeck.runners import StageContext
+    from flightdeck.data.runners import StageContext
 
     return StageContext(env["spec"], env["settings"], run_id=run_id, dag_id=dag_id)
 
 
 def _train_and_register(env: dict[str, Any], run_id: str) -> str:
-    from flightdeck import training
+    from flightdeck.training import pipeline as training
 
     ctx = _ctx(env, run_id, "flights_training")
     return training.register_model(ctx, training.train_model(ctx, force=True))["version"]
 
 
 def _judge(env: dict[str, Any], run_id: str, version: str | None = None) -> dict[str, Any]:
-    from flightdeck import gates
+    from flightdeck.gates import promotion as gates
 
     ctx = _ctx(env, run_id)
     return gates.decide(ctx, gates.judge_version(ctx, version, run_type="manual"))
@@ -97,7 +97,7 @@ def _failed(outcome: dict[str, Any]) -> set[str]:
 
 def _count(env: dict[str, Any], table: str, run_id: str) -> int:
     import sqlalchemy as sa
-    from flightdeck import warehouse
+    from flightdeck.core import warehouse
 
     engine = warehouse.connect(env["settings"].warehouse_url)
     t = warehouse.metadata.tables[table]
@@ -119,7 +119,8 @@ def first_champion(env: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_the_gate_dag_promotes_a_first_good_model_with_evidence_and_a_report(env, first_champion):
-    from flightdeck import gates, warehouse
+    from flightdeck.core import warehouse
+    from flightdeck.gates import promotion as gates
 
     assert first_champion["states"] == {"judge": "success", "decide": "success"}
     version, run_id = first_champion["version"], first_champion["run"].run_id
@@ -155,7 +156,7 @@ def test_the_gate_dag_promotes_a_first_good_model_with_evidence_and_a_report(env
 
 
 def test_the_score_card_command_prints_28_tests_sections_and_band(env, first_champion, capsys):
-    from flightdeck import cli
+    from flightdeck.apps import cli
 
     assert cli.main(["score-card", "flights"]) == 0
     out = capsys.readouterr().out
@@ -177,7 +178,7 @@ def test_rerunning_a_gate_run_gives_the_same_decision_without_duplicates(env, fi
 
 
 def test_a_version_below_the_configured_ml_test_score_is_not_promoted(env, first_champion):
-    from flightdeck import gates
+    from flightdeck.gates import promotion as gates
 
     verdict = gates.judge_version(_ctx(env, "gate-min-score"), first_champion["version"], run_type="manual",
                                   min_ml_test_score=0.5)
@@ -188,7 +189,7 @@ def test_a_version_below_the_configured_ml_test_score_is_not_promoted(env, first
 def _register_variant(env: dict[str, Any], run_id: str, python_model: Any) -> str:
     """Register a hand-made model with the lineage of the champion's training run (fault injection)."""
     import mlflow
-    from flightdeck import training
+    from flightdeck.training import pipeline as training
 
     client = registry_client(env)
     name = env["spec"].registered_model_name
@@ -210,7 +211,7 @@ def _register_variant(env: dict[str, Any], run_id: str, python_model: Any) -> st
 
 
 def _champion_pipeline(env: dict[str, Any]) -> tuple[Any, dict[str, list[str]]]:
-    from flightdeck import gates
+    from flightdeck.gates import promotion as gates
 
     model = gates.load_pyfunc(env["spec"].registered_model_name, "champion").unwrap_python_model()
     return model.pipeline, model.layout
@@ -218,7 +219,8 @@ def _champion_pipeline(env: dict[str, Any]) -> tuple[Any, dict[str, list[str]]]:
 
 def _rewrite_current_dataset(env: dict[str, Any], suffix: str, change: Any) -> str:
     """Publish a copy of the current dataset version with ``change(split_name, frame)`` applied."""
-    from flightdeck import runners, training
+    from flightdeck.data import runners
+    from flightdeck.training import pipeline as training
 
     ctx = _ctx(env, f"dataset-{suffix}")
     manifest = training.current_dataset(ctx)
@@ -300,7 +302,7 @@ def test_a_model_worse_than_the_champion_beyond_tolerance_never_becomes_champion
 
 
 def test_a_model_whose_artifact_cannot_be_loaded_never_becomes_champion(env, first_champion):
-    from flightdeck.model import FlightDeckClassifier
+    from flightdeck.training.model import FlightDeckClassifier
 
     pipeline, layout = _champion_pipeline(env)
     version = _register_variant(env, "fault-unloadable", FlightDeckClassifier(pipeline, layout))
@@ -316,7 +318,9 @@ def test_a_model_whose_artifact_cannot_be_loaded_never_becomes_champion(env, fir
 
 
 def test_a_good_retrain_is_promoted_keeping_previous_champion_and_rollback_restores_it(env, first_champion):
-    from flightdeck import cli, gates, warehouse
+    from flightdeck.apps import cli
+    from flightdeck.core import warehouse
+    from flightdeck.gates import promotion as gates
 
     first = first_champion["version"]
     version = _train_and_register(env, "train-again")  # same data and config: reproduces the champion

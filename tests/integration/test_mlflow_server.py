@@ -16,9 +16,10 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from flightdeck import replay, runners, training
-from flightdeck.settings import Settings
-from flightdeck.storage import open_store
+from flightdeck.core.settings import Settings
+from flightdeck.core.storage import open_store
+from flightdeck.data import replay, runners
+from flightdeck.training import pipeline as training
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3]
 

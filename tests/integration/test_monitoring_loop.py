@@ -4,7 +4,7 @@ registry, a real SQLite warehouse.
 One state is prepared per module (:func:`env`) and grows test by test, like days passing:
 
 * 2013-04-01..21 delivered (schedules and outcomes), curated and split; a first champion
-  trained, judged and promoted by :func:`flightdeck.year.retrain_and_gate` (the training and
+  trained, judged and promoted by :func:`flightdeck.apps.year.retrain_and_gate` (the training and
   gate DAGs' stages in-process);
 * the schedules of 04-22..24 delivered and scored, one scoring run per day, outcomes not yet;
 * the monitoring DAG runs (:func:`first_monitoring`); the outcomes of 04-22 arrive late, with a
@@ -54,10 +54,12 @@ RETRAIN_ASSET = f"flightdeck.{SPEC}.retrain"
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, airflow_db) -> Any:
     """Three weeks of flights curated, a first champion promoted, three open days scored."""
-    from flightdeck import replay, scoring, year
-    from flightdeck.settings import Settings
-    from flightdeck.spec import load_spec
-    from flightdeck.storage import open_store
+    from flightdeck.apps import year
+    from flightdeck.core.settings import Settings
+    from flightdeck.core.spec import load_spec
+    from flightdeck.core.storage import open_store
+    from flightdeck.data import replay
+    from flightdeck.serving import scoring
 
     root = tmp_path_factory.mktemp("monitoring")
     specs = root / "specs"
@@ -99,14 +101,14 @@ def env(tmp_path_factory: pytest.TempPathFactory, airflow_db) -> Any:
 
 
 def _ctx(env: dict[str, Any], run_id: str, dag_id: str = "flights_monitoring") -> Any:
-    from flightdeck.runners import StageContext
+    from flightdeck.data.runners import StageContext
 
     return StageContext(env["spec"], env["settings"], run_id=run_id, dag_id=dag_id)
 
 
 def _cut(env: dict[str, Any], day: str, source: str) -> tuple[str, pd.DataFrame]:
     """The replay cut of one source's delivery of one day: its file name and rows (as delivered text)."""
-    from flightdeck import replay
+    from flightdeck.data import replay
 
     d = date.fromisoformat(day)
     frame = env["source"][env["source"]["_local_date"] == d]
@@ -135,7 +137,7 @@ def _shuffled_delays(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
 
 
 def _figures(env: dict[str, Any], **where: Any) -> list[dict[str, Any]]:
-    from flightdeck import warehouse
+    from flightdeck.core import warehouse
 
     engine = warehouse.connect(env["settings"].warehouse_url)
     return warehouse.select_rows(engine, warehouse.monitoring_metrics, {"spec_name": SPEC, **where})
@@ -147,7 +149,7 @@ def _one(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _count(env: dict[str, Any], table: str, **where: Any) -> int:
-    from flightdeck import warehouse
+    from flightdeck.core import warehouse
 
     engine = warehouse.connect(env["settings"].warehouse_url)
     t = warehouse.metadata.tables[table]
@@ -157,7 +159,7 @@ def _count(env: dict[str, Any], table: str, **where: Any) -> int:
 
 
 def _curated(env: dict[str, Any], day: str) -> pd.DataFrame:
-    from flightdeck import monitoring
+    from flightdeck.monitoring import monitor as monitoring
 
     frame = monitoring.read_curated(_ctx(env, "read"), day)
     assert frame is not None, day
@@ -169,7 +171,7 @@ def _labelled_rows(env: dict[str, Any], day: str) -> int:
 
 
 def _monitored_features(env: dict[str, Any], version: str) -> set[str]:
-    from flightdeck import monitoring
+    from flightdeck.monitoring import monitor as monitoring
 
     layout = monitoring.ModelCache(_ctx(env, "layout")).get(version).layout
     wanted = set(env["spec"].monitoring.drift.features) or set(layout.columns)
@@ -215,7 +217,8 @@ def first_monitoring(env: dict[str, Any], monitoring_dag: Any) -> Any:
 @pytest.fixture(scope="module")
 def labelled(env: dict[str, Any], first_monitoring: Any) -> dict[str, Any]:
     """The outcomes of LATE arrive (plus one for a key never scheduled), then the same outcomes again."""
-    from flightdeck import monitoring, year
+    from flightdeck.apps import year
+    from flightdeck.monitoring import monitor as monitoring
 
     name, rows = _cut(env, LATE, "outcomes")
     stranger = rows.iloc[[0]].copy()
@@ -235,7 +238,7 @@ def labelled(env: dict[str, Any], first_monitoring: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def alerting(env: dict[str, Any], monitoring_dag: Any, labelled: dict[str, Any]) -> Any:
     """The outcomes of DEGRADED arrive with shuffled delays; the monitoring DAG runs on them."""
-    from flightdeck import year
+    from flightdeck.apps import year
 
     for i, day in enumerate(DEGRADED):
         name, rows = _cut(env, day, "outcomes")
@@ -248,7 +251,8 @@ def alerting(env: dict[str, Any], monitoring_dag: Any, labelled: dict[str, Any])
 def test_the_monitoring_dag_measures_every_check_of_the_scored_partitions(env, first_monitoring):
     """Every check writes figures after a scoring run; decay says "no_labels", never a zero metric;
     training and serving paths agree (skew 0); evidence monitor_1..7 is recorded for the champion."""
-    from flightdeck import predictions, warehouse
+    from flightdeck.core import warehouse
+    from flightdeck.serving import predictions
 
     run, v1 = first_monitoring, env["v1"]
     assert _states(run) == {"monitor": "success", "request_retraining": "skipped"}  # nothing asks to retrain
@@ -333,7 +337,8 @@ def test_late_labels_give_decay_per_partition_orphans_kept_and_duplicates_counte
     """Outcomes of a scored day arrive: realised metrics on exactly the labelled scored rows; an outcome
     for a key never scheduled is counted and kept; the same outcomes delivered again count as duplicates
     and change nothing; re-running monitoring adds no row."""
-    from flightdeck import monitoring, warehouse
+    from flightdeck.core import warehouse
+    from flightdeck.monitoring import monitor as monitoring
 
     spec, v1 = env["spec"], env["v1"]
     n = _labelled_rows(env, LATE)
@@ -398,7 +403,9 @@ def test_late_labels_give_decay_per_partition_orphans_kept_and_duplicates_counte
 def test_a_shift_injected_in_one_feature_raises_drift_for_that_feature_only(env, first_monitoring):
     """Distance tripled in one curated partition and rescored by name: distance alone alerts; every
     other feature keeps exactly the PSI and status it had; skew names distance as the one difference."""
-    from flightdeck import monitoring, runners, scoring
+    from flightdeck.data import runners
+    from flightdeck.monitoring import monitor as monitoring
+    from flightdeck.serving import scoring
 
     day, v1 = OPEN[1], env["v1"]
     ctx = _ctx(env, "drift__inject")
@@ -444,7 +451,7 @@ def test_a_shift_injected_in_one_feature_raises_drift_for_that_feature_only(env,
 def test_decay_makes_the_monitoring_dag_request_retraining_with_its_reason(env, alerting):
     """Shuffled outcomes collapse the realised ROC AUC: the rolling decay alerts, request_retraining
     emits the retrain Asset with the reason in its extra, and the decision is recorded."""
-    from flightdeck import warehouse
+    from flightdeck.core import warehouse
 
     run = alerting
     assert _states(run) == {"monitor": "success", "request_retraining": "success"}
@@ -480,7 +487,7 @@ def test_decay_makes_the_monitoring_dag_request_retraining_with_its_reason(env, 
 # ---------------------------------------------------------------- 5. the cooldown
 def test_the_cooldown_holds_a_second_request_with_the_same_alert(env, monitoring_dag, alerting):
     """A later day inside the cooldown, still alerting: recorded as cooldown, task skipped, no event."""
-    from flightdeck import warehouse
+    from flightdeck.core import warehouse
 
     before = len(_retrain_events())
     later = "2013-04-25"
@@ -512,7 +519,10 @@ def test_the_loop_retrains_on_the_request_promotes_and_rescores_the_open_partiti
     the challenger's last training days were 04-22..23 (late rate 0.33-0.42) and the canary
     rejected it (PSI 3.0).
     """
-    from flightdeck import monitoring, predictions, scoring, warehouse, year
+    from flightdeck.apps import year
+    from flightdeck.core import warehouse
+    from flightdeck.monitoring import monitor as monitoring
+    from flightdeck.serving import predictions, scoring
 
     engine = warehouse.connect(env["settings"].warehouse_url)
     request = _one(warehouse.select_rows(engine, warehouse.retraining, {"run_id": alerting.run_id}))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from flightdeck import warehouse
+from flightdeck.core import warehouse
 
 pytestmark = pytest.mark.postgres
 
@@ -243,7 +243,7 @@ def test_record_dataset_version_replaces(engine: sa.Engine, spec_name: str):
 
 # ---------------------------------------------------------------- the runner chain
 def _run_chain(ctx):
-    from flightdeck import runners
+    from flightdeck.data import runners
 
     return {
         "ingest": runners.ingest_deliveries(ctx),
@@ -282,9 +282,9 @@ def test_runner_chain_on_postgres(pg_url: str, flights_spec, tmp_path: Path):
     import io
 
     import pandas as pd
-    from flightdeck import replay, runners
-    from flightdeck.settings import Settings
-    from flightdeck.storage import open_store
+    from flightdeck.core.settings import Settings
+    from flightdeck.core.storage import open_store
+    from flightdeck.data import replay, runners
 
     settings = Settings.from_env(
         {

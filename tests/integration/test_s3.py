@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from flightdeck.storage import LocalStore, S3Store, open_store
+from flightdeck.core.storage import LocalStore, S3Store, open_store
 
 pytestmark = pytest.mark.s3
 
@@ -125,8 +125,9 @@ def _read_csv(store, key: str) -> pd.DataFrame:
 
 
 def test_runner_chain_on_s3(s3_endpoint, s3_client, flights_spec, tmp_path: Path):
-    from flightdeck import replay, runners, warehouse
-    from flightdeck.settings import Settings
+    from flightdeck.core import warehouse
+    from flightdeck.core.settings import Settings
+    from flightdeck.data import replay, runners
 
     for bucket in ("landing", "lake"):
         s3_client.create_bucket(Bucket=bucket)

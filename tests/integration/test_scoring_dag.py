@@ -42,10 +42,11 @@ def prepared_home() -> Path:
         for name, value in env_for(home).items():
             mp.setenv(name, value)
         import mlflow
-        from flightdeck import replay, runners, training
-        from flightdeck.settings import Settings
-        from flightdeck.spec import load_spec
-        from flightdeck.storage import open_store
+        from flightdeck.core.settings import Settings
+        from flightdeck.core.spec import load_spec
+        from flightdeck.core.storage import open_store
+        from flightdeck.data import replay, runners
+        from flightdeck.training import pipeline as training
 
         settings = Settings.from_env()
         spec = load_spec(specs / "flights.yaml")
@@ -103,16 +104,16 @@ def _states(run) -> dict[str, list[str]]:
 
 
 def _ctx(run_id: str = "test-run"):
-    from flightdeck.runners import StageContext
-    from flightdeck.settings import Settings
-    from flightdeck.spec import load_spec
+    from flightdeck.core.settings import Settings
+    from flightdeck.core.spec import load_spec
+    from flightdeck.data.runners import StageContext
 
     settings = Settings.from_env()
     return StageContext(load_spec(settings.specs_dir / "flights.yaml"), settings, run_id=run_id)
 
 
 def _curated(ctx, day: str) -> pd.DataFrame:
-    from flightdeck.runners import curated_key
+    from flightdeck.data.runners import curated_key
 
     return pd.read_parquet(ctx.lake.path(curated_key("flights", day)))
 
@@ -143,7 +144,7 @@ def _promote(ctx, version: str) -> None:
 
 
 def test_scoring_dag_publishes_open_partitions_rescores_on_new_champion_and_backfills(scoring_dag):
-    from flightdeck import predictions
+    from flightdeck.serving import predictions
 
     ctx = _ctx()
     run = scoring_dag.test()
@@ -198,7 +199,7 @@ def test_scoring_dag_publishes_open_partitions_rescores_on_new_champion_and_back
 
 
 def test_champion_that_cannot_be_loaded_fails_the_run_and_keeps_published_predictions(scoring_dag):
-    from flightdeck import predictions, scoring
+    from flightdeck.serving import predictions, scoring
 
     ctx = _ctx()
     first = scoring_dag.test()
@@ -225,7 +226,7 @@ def test_champion_that_cannot_be_loaded_fails_the_run_and_keeps_published_predic
 
 
 def _write_partition(ctx, day: str, frame: pd.DataFrame) -> None:
-    from flightdeck.runners import curated_key
+    from flightdeck.data.runners import curated_key
 
     path = ctx.lake.path(curated_key("flights", day))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -235,7 +236,7 @@ def _write_partition(ctx, day: str, frame: pd.DataFrame) -> None:
 def test_bad_serving_batches(scoring_home):
     """Empty batch: empty partition published. Unknown categories: scored and counted. Missing
     column: fails naming it. Broken hard expectation: not scored. Nothing half-published."""
-    from flightdeck import predictions, scoring
+    from flightdeck.serving import predictions, scoring
 
     ctx = _ctx("bad-input")
     version = scoring.resolve_champion(ctx)["model_version"]
@@ -277,9 +278,10 @@ def test_bad_serving_batches(scoring_home):
 def test_serving_model_rebuilds_training_features_and_serves_applications(scoring_home):
     """The validation split scored through serving reproduces training's prediction fingerprint
     bit for bit; an application's in-process predictions equal the published ones."""
-    from flightdeck import predictions, scoring, train
-    from flightdeck.replay import load_replay_source
-    from flightdeck.serving import load_serving_model
+    from flightdeck.data.replay import load_replay_source
+    from flightdeck.serving import predictions, scoring
+    from flightdeck.serving.champion import load_serving_model
+    from flightdeck.training import train
 
     ctx = _ctx("app")
     model = load_serving_model("flights", ctx.settings)

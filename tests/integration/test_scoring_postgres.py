@@ -16,11 +16,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from flightdeck import predictions, warehouse
+from flightdeck.core import warehouse
+from flightdeck.serving import predictions
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-import test_predictions as shared  # noqa: E402  (row builders and the killed writer, shared with SQLite)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_scoring_dag import OPEN, copy_home, env_for  # noqa: E402
+from unit.serving import test_predictions as shared  # noqa: E402  (row builders and the killed writer, shared with SQLite)
 
 pytestmark = pytest.mark.postgres
 
@@ -104,10 +105,10 @@ def test_a_copy_killed_mid_write_leaves_the_published_state_and_the_retry_comple
 @pytest.mark.slow
 def test_scoring_runner_publishes_into_postgres(engine, pg_url, tmp_path, monkeypatch):
     """The champion scores real curated partitions into PostgreSQL; a re-run replaces them."""
-    from flightdeck import scoring
-    from flightdeck.runners import StageContext, curated_key
-    from flightdeck.settings import Settings
-    from flightdeck.spec import load_spec
+    from flightdeck.core.settings import Settings
+    from flightdeck.core.spec import load_spec
+    from flightdeck.data.runners import StageContext, curated_key
+    from flightdeck.serving import scoring
 
     home = copy_home(tmp_path / "fd")
     for name, value in env_for(home).items():

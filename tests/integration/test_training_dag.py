@@ -15,9 +15,9 @@ def _states(run):
 
 def test_training_dag_registers_a_tagged_challenger(airflow_db, home, dags, flights_spec):
     import mlflow
-    from flightdeck import replay
-    from flightdeck.settings import Settings
-    from flightdeck.storage import open_store
+    from flightdeck.core.settings import Settings
+    from flightdeck.core.storage import open_store
+    from flightdeck.data import replay
 
     settings = Settings.from_env()
     # before any data: the training run skips cleanly instead of failing

@@ -11,10 +11,11 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from flightdeck import replay, runners, training
-from flightdeck.settings import Settings
-from flightdeck.storage import open_store
-from flightdeck.train import TrainingDataError
+from flightdeck.core.settings import Settings
+from flightdeck.core.storage import open_store
+from flightdeck.data import replay, runners
+from flightdeck.training import pipeline as training
+from flightdeck.training.train import TrainingDataError
 
 pytestmark = pytest.mark.slow
 RUN_ID = "manual__kill-test"
@@ -51,9 +52,10 @@ def _runs(client, status: str | None = None):
 
 def test_killed_training_registers_nothing_and_the_rerun_succeeds(prepared):
     settings = prepared.settings
-    code = ("from flightdeck import runners, training\n"
-            "from flightdeck.settings import Settings\n"
-            "from flightdeck.spec import load_spec\n"
+    code = ("from flightdeck.data import runners\n"
+            "from flightdeck.training import pipeline as training\n"
+            "from flightdeck.core.settings import Settings\n"
+            "from flightdeck.core.spec import load_spec\n"
             "s = Settings.from_env()\n"
             "ctx = runners.StageContext(load_spec(s.specs_dir / 'flights.yaml'), s, "
             f"run_id={RUN_ID!r}, dag_id='flights_training')\n"
@@ -87,7 +89,7 @@ def test_killed_training_registers_nothing_and_the_rerun_succeeds(prepared):
 def test_training_window_without_data_fails_clearly_and_registers_nothing(prepared, capsys):
     with pytest.raises(TrainingDataError, match="train split is empty"):
         training.train_model(prepared, window=("2012-01-01", "2012-01-31"))
-    from flightdeck.cli import main
+    from flightdeck.apps.cli import main
 
     assert main(["train", "flights", "--window-start", "2012-01-01", "--window-end", "2012-01-31"]) == 2
     assert "train split is empty" in capsys.readouterr().err

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from flightdeck import predictions, warehouse
+from flightdeck.core import warehouse
+from flightdeck.serving import predictions
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SCHEMAS = (warehouse.metadata,)

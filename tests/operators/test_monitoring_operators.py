@@ -39,9 +39,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _ctx(run_id: str = RUN, **monitoring):
-    from flightdeck.runners import StageContext
-    from flightdeck.settings import Settings
-    from flightdeck.spec import load_spec
+    from flightdeck.core.settings import Settings
+    from flightdeck.core.spec import load_spec
+    from flightdeck.data.runners import StageContext
 
     settings = Settings.from_env()
     spec = load_spec(settings.specs_dir / "flights.yaml")
@@ -52,8 +52,8 @@ def _ctx(run_id: str = RUN, **monitoring):
 
 def _decay_alert(run_id: str, as_of: str) -> None:
     """What a monitoring run stores when the rolling ROC AUC fell below the version's promise."""
-    from flightdeck import warehouse
-    from flightdeck.monitoring import Figure
+    from flightdeck.core import warehouse
+    from flightdeck.monitoring.monitor import Figure
 
     ctx = _ctx(run_id)
     row = Figure("decay", "roc_auc", 0.61, "alert", 0.67, partition=as_of, window="rolling", rows=4000,
@@ -90,7 +90,7 @@ def test_request_skips_without_a_reason_and_fires_no_event(home, alert, champion
 
 def test_request_fires_the_retrain_asset_with_the_reasons(home):
     """A decay alert: the outlet event's extra carries the reason, the as-of date and the run."""
-    from flightdeck import warehouse
+    from flightdeck.core import warehouse
     from flightdeck_airflow.assets import retrain_asset
 
     _decay_alert(RUN, "2013-03-01")
@@ -107,7 +107,7 @@ def test_request_fires_the_retrain_asset_with_the_reasons(home):
 def test_request_skips_naming_the_cooldown_date(home):
     """A second alert inside the P14D cooldown: skipped with the date the cooldown ends, recorded."""
     from airflow.sdk.exceptions import AirflowSkipException
-    from flightdeck import warehouse
+    from flightdeck.core import warehouse
 
     first, later = "scheduled__2013-03-01", "scheduled__2013-03-05"
     _decay_alert(first, "2013-03-01")

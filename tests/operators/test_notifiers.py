@@ -10,7 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from flightdeck.alerts import Alert
+from flightdeck.monitoring.alerts import Alert
 
 
 @pytest.fixture

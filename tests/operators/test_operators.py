@@ -6,9 +6,10 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from flightdeck import replay, warehouse
-from flightdeck.settings import Settings
-from flightdeck.storage import open_store
+from flightdeck.core import warehouse
+from flightdeck.core.settings import Settings
+from flightdeck.core.storage import open_store
+from flightdeck.data import replay
 
 
 @pytest.fixture

@@ -61,7 +61,7 @@ def test_a_registry_that_is_down_fails_the_task_naming_it(monkeypatch, tmp_path)
     import socket
 
     from airflow.sdk.exceptions import AirflowSkipException
-    from flightdeck.registry import RegistryError
+    from flightdeck.core.registry import RegistryError
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -76,7 +76,7 @@ def test_a_registry_that_is_down_fails_the_task_naming_it(monkeypatch, tmp_path)
 def test_a_broken_store_fails_the_task_naming_it_and_the_repair(monkeypatch, tmp_path):
     import sqlite3
 
-    from flightdeck import registry
+    from flightdeck.core import registry
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     registry.init_store(uri)

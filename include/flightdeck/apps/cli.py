@@ -1,0 +1,364 @@
+"""The ``flightdeck`` command line: init, specs, replay, bootstrap-suite, catalog, quarantine, train, judge,
+score-card, promotions, rollback, delivery-metrics, score, lookup, monitor, year, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date
+
+from flightdeck.core.errors import FlightDeckError, NothingToDo
+from flightdeck.core.settings import Settings
+from flightdeck.core.spec import SpecError, discover_specs, load_spec
+
+
+def _spec(settings: Settings, name: str):  # type: ignore[no-untyped-def]
+    return load_spec(settings.specs_dir / f"{name}.yaml")
+
+
+def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+    """Create and migrate every store once: Airflow metadata DB, warehouse, MLflow."""
+    from flightdeck.apps import init as stores
+
+    report = stores.init_stores(settings, airflow=not args.no_airflow, repair=args.repair)
+    print("\n".join(report.lines))
+    return 0
+
+
+def cmd_specs(args: argparse.Namespace, settings: Settings) -> int:
+    for spec in discover_specs(settings.specs_dir):
+        print(f"{spec.name:<16} {spec.fingerprint():<18} {spec.title}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from flightdeck.core.storage import open_store
+    from flightdeck.data import replay
+
+    spec = _spec(settings, args.spec)
+    default_start, default_end = (spec.replay.start, spec.replay.end) if spec.replay else (None, None)
+    start_text = args.start or default_start
+    if start_text is None:
+        raise ValueError(f"spec {spec.name!r} has no replay section: pass --start")
+    start = date.fromisoformat(start_text)
+    end = date.fromisoformat(args.end or (args.start if args.start else default_end) or start_text)
+    landing = open_store(settings.landing_uri, settings.s3_endpoint_url)
+    done = replay.replay(spec, landing, start, end, pace_seconds=args.pace,
+                         on_delivery=lambda d: print(f"delivered {d.file_name} ({d.rows} rows)"))
+    print(f"{len(done)} files into {landing.uri(spec.name)}")
+    return 0
+
+
+def cmd_bootstrap_suite(args: argparse.Namespace, settings: Settings) -> int:
+    """Profile the training window of the replay source and write the reviewed suite files."""
+    import pandas as pd
+
+    from flightdeck.core.warehouse import now
+    from flightdeck.data import ingest, profile, replay, validate
+
+    spec = _spec(settings, args.spec)
+    frame = replay.load_replay_source(spec)
+    start, end = date.fromisoformat(args.start), date.fromisoformat(args.end)
+    window = frame[(frame["_local_date"] >= start) & (frame["_local_date"] <= end)]
+    assert spec.suite_dir is not None
+    spec.suite_dir.mkdir(parents=True, exist_ok=True)
+    for name, source in spec.sources.items():
+        rules = ingest.RowRules(batch_id="bootstrap", batch_date=None, received_at=now())
+        parsed = ingest.parse_rows(window[list(source.columns)], spec, source, rules, 1, "bootstrap")
+        accepted = parsed.accepted.drop(columns=["_batch_id", "_row_number"])
+        prof = profile.profile_frame(pd.DataFrame(accepted))
+        expectations = validate.bootstrap_expectations(spec, name, prof)
+        doc = validate.suite_document(spec, name, expectations)
+        doc["bootstrapped_from"] = {"start": args.start, "end": args.end, "rows": len(accepted)}
+        path = validate.suite_path(spec, name)
+        assert path is not None
+        path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        print(f"{path}: {len(expectations)} expectations from {len(accepted)} rows; review, then commit")
+    return 0
+
+
+def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
+    from flightdeck.core import warehouse
+
+    engine = warehouse.connect(settings.warehouse_url)
+    for b in warehouse.list_batches(engine, args.spec):
+        print(f"{b['batch_id'][:12]} {b['source']:<10} {b['file_name']:<28} {b['status']:<9} "
+              f"in={b['rows_in']} ok={b['rows_accepted']} q={b['rows_quarantined']}"
+              + (f"  {b['error'].splitlines()[0]}" if b["error"] else ""))
+    return 0
+
+
+def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
+    import sqlalchemy as sa
+
+    from flightdeck.core import warehouse
+
+    q = warehouse.quarantine
+    query = sa.select(q).where(q.c.spec_name == args.spec).order_by(q.c.batch_id, q.c.row_number).limit(args.limit)
+    with warehouse.connect(settings.warehouse_url).connect() as conn:
+        for r in conn.execute(query).mappings():
+            print(f"{r['batch_id'][:12]} row {r['row_number']:<6} {r['reason']:<16} {r['column_name']:<16} "
+                  f"value={r['value']!r} key={r['entity_key']}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    """Train and register a challenger outside Airflow (same code as the training DAG)."""
+    from flightdeck.data import runners
+    from flightdeck.training import pipeline as training
+
+    spec = _spec(settings, args.spec)
+    ctx = runners.StageContext(spec, settings, run_id=args.run_id, dag_id="flightdeck-cli")
+    trained = training.train_model(ctx, (args.window_start, args.window_end), force=args.force)
+    print(json.dumps({k: trained[k] for k in ("chosen", "validation", "test", "dataset_version")}, indent=2))
+    if args.register:
+        print(json.dumps(training.register_model(ctx, trained), indent=2))
+    return 0
+
+
+def cmd_judge(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the checks and gates on a version outside Airflow (a manual run: its checks score 0.5 at most)."""
+    from flightdeck.data import runners
+    from flightdeck.gates import promotion as gates
+
+    ctx = runners.StageContext(_spec(settings, args.spec), settings, run_id=args.run_id, dag_id="flightdeck-cli")
+    verdict = gates.judge_version(ctx, args.version, run_type="manual",
+                                  min_ml_test_score=settings.min_ml_test_score)
+    if args.decide:
+        verdict = gates.decide(ctx, verdict)
+    print(json.dumps({k: verdict[k] for k in ("version", "decision", "reasons", "ml_test_score", "band",
+                                              "sections", "report_uri")}, indent=2))
+    return 0
+
+
+def cmd_score_card(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the ML Test Score of a version (default: the champion) as a table."""
+    from flightdeck.data import runners
+    from flightdeck.gates import promotion as gates
+
+    ctx = runners.StageContext(_spec(settings, args.spec), settings)
+    card = gates.score_version(ctx, args.version)
+    print(json.dumps(card.to_dict(), indent=2) if args.json else card.table())
+    return 0
+
+
+def cmd_promotions(args: argparse.Namespace, settings: Settings) -> int:
+    """List the promotion, rejection and rollback records of a spec, newest first."""
+    import sqlalchemy as sa
+
+    from flightdeck.core import warehouse
+
+    p = warehouse.promotions
+    query = sa.select(p).where(p.c.spec_name == args.spec).order_by(p.c.decided_at.desc()).limit(args.limit)
+    with warehouse.connect(settings.warehouse_url).connect() as conn:
+        for r in conn.execute(query).mappings():
+            score = "" if r["ml_test_score"] is None else f" score={r['ml_test_score']:g}"
+            print(f"{r['decided_at']:%Y-%m-%d %H:%M:%S} {r['action']:<8} version {r['model_version']:<4} "
+                  f"previous={r['previous_champion'] or '-'}{score} by {r['decided_by']}"
+                  + (f"\n    {r['reasons'].replace(chr(10), chr(10) + '    ')}" if r["reasons"] else ""))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    """Point champion back to previous_champion, and record who did it and why."""
+    import getpass
+
+    from flightdeck.data import runners
+    from flightdeck.gates import promotion as gates
+
+    ctx = runners.StageContext(_spec(settings, args.spec), settings, dag_id="flightdeck-cli")
+    print(json.dumps(gates.rollback(ctx, args.by or getpass.getuser(), args.reason), indent=2))
+    return 0
+
+
+def cmd_delivery_metrics(args: argparse.Namespace, settings: Settings) -> int:
+    """Deployment frequency, lead time, time to restore and change failure rate of a spec's models."""
+    from datetime import UTC, datetime
+
+    from flightdeck.monitoring import delivery
+
+    since = datetime.combine(date.fromisoformat(args.since), datetime.min.time(), UTC) if args.since else None
+    metrics = delivery.compute_delivery_metrics(*delivery.load_delivery_events(settings, args.spec), start=since)
+    print(json.dumps(metrics.to_dict(), indent=2) if args.json else metrics.table())
+    return 0
+
+
+def cmd_lookup(args: argparse.Namespace, settings: Settings) -> int:
+    """Precomputed predictions by (part of) the entity key or by partition."""
+    from flightdeck.serving import scoring
+
+    rows = scoring.lookup_predictions(settings, args.spec, args.key or [], args.partition, args.limit)
+    print(scoring.format_predictions(rows, args.spec))
+    return 0 if rows else 1
+
+
+def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
+    """Score open (or named) partitions with the champion outside Airflow (same code as the scoring DAG)."""
+    from flightdeck.serving import scoring
+
+    result = scoring.score_open_partitions(settings, args.spec, args.run_id, args.partition, args.force)
+    print(json.dumps({k: result[k] for k in ("model_version", "partitions", "rows", "example")}, indent=2,
+                     default=str))
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the monitoring checks outside Airflow (same code as the monitoring DAG), or show the newest figures."""
+    from flightdeck.core import warehouse
+    from flightdeck.data import runners
+    from flightdeck.monitoring import monitor as monitoring
+
+    spec = _spec(settings, args.spec)
+    if not args.show:
+        ctx = runners.StageContext(spec, settings, run_id=args.run_id or f"manual__{warehouse.now():%Y%m%dT%H%M%S}",
+                                   dag_id="flightdeck-cli")
+        manifest = monitoring.run_monitoring(ctx, as_of=args.as_of, partitions=args.partition or None)
+        # outside Airflow nothing can emit the retrain Asset: say what the DAG would decide, record nothing
+        decision = monitoring.decide_retraining(ctx, ctx.run_id, manifest["as_of"], manifest["champion"],
+                                                record=False)
+        print(json.dumps({**{k: manifest[k] for k in ("run_id", "as_of", "champion", "status", "errors")},
+                          "the monitoring DAG would decide": decision.to_dict()}, indent=2, default=str))
+    rows = monitoring.latest_figures(warehouse.connect(settings.warehouse_url), spec.name, args.partitions)
+    print(monitoring.format_figures(rows, subjects=args.subjects))
+    return 0
+
+
+def cmd_year(args: argparse.Namespace, settings: Settings) -> int:
+    """The year in replay: the whole continuous-training loop, day by day, with its report."""
+    from pathlib import Path
+
+    from flightdeck.apps.year import run_year
+
+    spec = _spec(settings, args.spec)
+    start = date.fromisoformat(args.start or (spec.replay.start if spec.replay else "2013-01-01"))
+    end = date.fromisoformat(args.end or (spec.replay.end if spec.replay else "2013-12-31"))
+    home = Path(args.home) if args.home else settings.home / "year-in-replay"
+    summary = run_year(spec.name, home, start, end, bootstrap_days=args.bootstrap_days,
+                       quick=not args.full_training)
+    print(json.dumps({k: summary[k] for k in ("comparison", "delivery_replay_days", "report", "decay_png",
+                                              "drift_png", "retrainings", "promotions", "wall_seconds")},
+                     indent=2, default=str))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from flightdeck.apps.demo import run_demo
+
+    return run_demo(args.spec, date.fromisoformat(args.start), date.fromisoformat(args.end))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flightdeck", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("specs", help="list and validate the dataset specs").set_defaults(func=cmd_specs)
+    p = sub.add_parser("init", help="create and migrate every store (Airflow DB, warehouse, MLflow) once")
+    p.add_argument("--no-airflow", action="store_true", help="leave the Airflow metadata DB alone")
+    p.add_argument("--repair", action="store_true",
+                   help="drop the tables an interrupted MLflow migration left behind, then migrate again")
+    p.set_defaults(func=cmd_init)
+    p = sub.add_parser("replay", help="cut a source into daily deliveries and drop them into the landing zone")
+    p.add_argument("spec")
+    p.add_argument("--start", help="first day, YYYY-MM-DD")
+    p.add_argument("--end", help="last day, YYYY-MM-DD (default: --start)")
+    p.add_argument("--pace", type=float, default=0.0, help="seconds to wait between days")
+    p.set_defaults(func=cmd_replay)
+    p = sub.add_parser("bootstrap-suite", help="write the reviewed GX suite from training-window statistics")
+    p.add_argument("spec")
+    p.add_argument("--start", required=True)
+    p.add_argument("--end", required=True)
+    p.set_defaults(func=cmd_bootstrap_suite)
+    p = sub.add_parser("catalog", help="list the batches of a spec")
+    p.add_argument("spec")
+    p.set_defaults(func=cmd_catalog)
+    p = sub.add_parser("quarantine", help="list quarantined rows with their reasons")
+    p.add_argument("spec")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_quarantine)
+    p = sub.add_parser("train", help="train (and optionally register) a model on the current dataset version")
+    p.add_argument("spec")
+    p.add_argument("--window-start")
+    p.add_argument("--window-end")
+    p.add_argument("--force", action="store_true", help="retrain although this data was already trained on")
+    p.add_argument("--register", action="store_true", help="register the model and move the challenger alias")
+    p.add_argument("--run-id", default=f"cli__{date.today().isoformat()}")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("judge", help="run the ML Test Score checks and promotion gates on a version")
+    p.add_argument("spec")
+    p.add_argument("--version", help="registered version (default: the challenger)")
+    p.add_argument("--decide", action="store_true", help="also act on the verdict (promote or record rejection)")
+    p.add_argument("--run-id", default=f"cli__{date.today().isoformat()}")
+    p.set_defaults(func=cmd_judge)
+    p = sub.add_parser("score-card", help="print the ML Test Score of a model version as a table")
+    p.add_argument("spec")
+    p.add_argument("--version", help="registered version (default: the champion, else the challenger)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.set_defaults(func=cmd_score_card)
+    p = sub.add_parser("promotions", help="list promotions, rejections and rollbacks")
+    p.add_argument("spec")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_promotions)
+    p = sub.add_parser("rollback", help="point champion back to previous_champion")
+    p.add_argument("spec")
+    p.add_argument("--reason", default="", help="why (recorded with the rollback)")
+    p.add_argument("--by", help="who decided (default: the current user)")
+    p.set_defaults(func=cmd_rollback)
+    p = sub.add_parser("delivery-metrics", help="deployment frequency, lead time, time to restore, change failure rate")
+    p.add_argument("spec")
+    p.add_argument("--since", help="YYYY-MM-DD: count from this day (default: the first event)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.set_defaults(func=cmd_delivery_metrics)
+    p = sub.add_parser("lookup", help="look up precomputed predictions by entity key or partition")
+    p.add_argument("spec")
+    p.add_argument("--key", action="append", metavar="COLUMN=VALUE",
+                   help="an entity-key column (repeat it; part of the key lists every match)")
+    p.add_argument("--partition", help="YYYY-MM-DD: the predictions of that partition")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_lookup)
+    p = sub.add_parser("score", help="score open (or named) partitions with the champion, outside Airflow")
+    p.add_argument("spec")
+    p.add_argument("--partition", action="append", help="YYYY-MM-DD to (re)score (repeat it); default: the open ones")
+    p.add_argument("--force", action="store_true", help="rescore open partitions this version already published")
+    p.add_argument("--run-id", default=None)
+    p.set_defaults(func=cmd_score)
+    p = sub.add_parser("monitor", help="run the monitoring checks (drift, skew, decay, ...) and print the figures")
+    p.add_argument("spec")
+    p.add_argument("--as-of", default=None, help="YYYY-MM-DD the run is about; default: the newest partition")
+    p.add_argument("--partition", action="append", help="YYYY-MM-DD to re-check (repeat it); default: what changed")
+    p.add_argument("--show", action="store_true", help="only print the newest figures")
+    p.add_argument("--subjects", action="store_true", help="also print per-feature and per-slice figures")
+    p.add_argument("--partitions", type=int, default=3, help="how many recent partitions to print")
+    p.add_argument("--run-id", default=None)
+    p.set_defaults(func=cmd_monitor)
+    p = sub.add_parser("year", help="the year in replay: the continuous-training loop over 2013 with its report")
+    p.add_argument("--spec", default="flights")
+    p.add_argument("--start", default=None, help="first day (default: the spec's replay start)")
+    p.add_argument("--end", default=None, help="last day (default: the spec's replay end)")
+    p.add_argument("--bootstrap-days", type=int, default=31, help="days delivered at once to train the first model")
+    p.add_argument("--home", default=None, help="a new folder for the replay's own state "
+                                                "(default: $FLIGHTDECK_HOME/year-in-replay)")
+    p.add_argument("--full-training", action="store_true",
+                   help="use the spec's full model search for every retraining (default: a quick search)")
+    p.set_defaults(func=cmd_year)
+    p = sub.add_parser("demo", help="replay deliveries and run the data and training DAGs through the real scheduler")
+    p.add_argument("--spec", default="flights")
+    p.add_argument("--start", default="2013-01-01")
+    p.add_argument("--end", default="2013-01-31")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args, Settings.from_env()))
+    except NothingToDo as exc:
+        print(f"flightdeck: nothing to do: {exc}", file=sys.stderr)
+        return 0
+    except (SpecError, ValueError, LookupError, RuntimeError, TimeoutError, FlightDeckError) as exc:
+        print(f"flightdeck: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
