@@ -1,0 +1,63 @@
+"""Drift (Monitor 4-5 inputs): each feature and the score of a serving partition against the
+champion's training reference, PSI with a KS or chi-squared test.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from flightdeck.data import drift, runners
+from flightdeck.data.runners import StageContext
+from flightdeck.monitoring.figures import Figure, status_of
+from flightdeck.monitoring.inputs import DRIFT_ROWS, REFERENCE_ROWS
+from flightdeck.serving.champion import ServingModel
+
+
+def reference_sample(ctx: StageContext, model: ServingModel) -> pd.DataFrame:
+    """Features and scores of a sample of the version's training split, cached in the lake per version."""
+    key = f"monitoring/{ctx.name}/reference/v{model.version}.parquet"
+    if ctx.lake.exists(key):
+        return runners.read_lake_parquet(ctx.lake, key, ctx.workdir)
+    dataset = model.resolved.dataset_version
+    train = runners.read_lake_parquet(ctx.lake, f"{runners.dataset_prefix(ctx.name, dataset)}/train.parquet",
+                                      ctx.workdir)
+    if len(train) > REFERENCE_ROWS:
+        train = train.sample(REFERENCE_ROWS, random_state=ctx.spec.training.seed)
+    X = model.feature_matrix(train)
+    sample = X.copy()
+    sample["_score"] = model.predict_matrix(X)
+    runners.write_parquet(ctx.lake, key, sample, ctx.workdir)
+    return sample
+
+
+def check_drift(ctx: StageContext, model: ServingModel, curated: pd.DataFrame, scores: np.ndarray,
+                partition: str) -> list[Figure]:
+    """Drift of every monitored feature and of the scores, against the version's training reference."""
+    cfg = ctx.spec.monitoring.drift
+    reference = reference_sample(ctx, model)
+    if len(curated) > DRIFT_ROWS:  # a uniform sample measures PSI as well and keeps memory flat
+        curated = curated.sample(DRIFT_ROWS, random_state=ctx.spec.training.seed)
+    current = model.feature_matrix(curated)
+    wanted = list(cfg.features) or model.layout.columns
+    numeric = [c for c in model.layout.numeric if c in wanted]
+    categorical = [c for c in model.layout.categorical if c in wanted]
+    results = drift.feature_drift(reference, current, numeric, categorical, psi_warn=cfg.psi_warn,
+                                  psi_alert=cfg.psi_alert, p_value=cfg.p_value, min_rows=cfg.min_rows,
+                                  bins=cfg.bins)
+    v = model.version
+    figures = [Figure("drift", "psi", r.psi, r.status, cfg.psi_alert, subject=r.feature, partition=partition,
+                      rows=r.current_rows, model_version=v, detail=r.to_dict()) for r in results]
+    alerts = [r.feature for r in results if r.status == "alert"]
+    judged = [r for r in results if r.status != "insufficient"]
+    overall = ("insufficient" if not judged else
+               status_of(len(alerts) >= cfg.alert_features, bool(alerts) or any(r.status == "warn" for r in results)))
+    figures.append(Figure("drift", "features_in_alert", float(len(alerts)), overall, float(cfg.alert_features),
+                          partition=partition, rows=len(current), model_version=v,
+                          detail={"alert": alerts, "warn": [r.feature for r in results if r.status == "warn"]}))
+    sd = drift.score_drift(reference["_score"].to_numpy(), scores, bins=cfg.bins, min_rows=cfg.min_rows,
+                           psi_alert=ctx.spec.monitoring.score_psi_alert, p_value=cfg.p_value)
+    figures.append(Figure("score_drift", "psi", sd.psi, sd.status, ctx.spec.monitoring.score_psi_alert,
+                          partition=partition, rows=sd.current_rows, model_version=v, detail=sd.to_dict()))
+    return figures
+
