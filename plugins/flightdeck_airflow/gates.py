@@ -36,12 +36,9 @@ class JudgeChallengerOperator(FlightDeckStageOperator):
         ctx = self.stage_context(context)
         version = self.version or self._version_from_asset_event(context)
         run_type = context["dag_run"].run_type
-        try:
-            verdict = gates.judge_version(ctx, version or None, run_type=str(getattr(run_type, "value", run_type)),
-                                          min_ml_test_score=ctx.settings.min_ml_test_score)
-        except gates.GateError as exc:
-            raise AirflowFailException(str(exc)) from exc
-        return verdict
+        return self.run_stage(gates.judge_version, ctx, version or None,
+                              run_type=str(getattr(run_type, "value", run_type)),
+                              min_ml_test_score=ctx.settings.min_ml_test_score)
 
     @staticmethod
     def _version_from_asset_event(context: Context) -> str | None:
@@ -73,10 +70,7 @@ class DecidePromotionOperator(FlightDeckStageOperator):
         verdict = context["ti"].xcom_pull(task_ids=self.judge_task_id)
         if not verdict:
             raise AirflowFailException(f"no verdict from task {self.judge_task_id!r} in this run")
-        try:
-            outcome = gates.decide(self.stage_context(context), verdict)
-        except gates.GateError as exc:
-            raise AirflowFailException(str(exc)) from exc
+        outcome = self.run_stage(gates.decide, self.stage_context(context), verdict)
         if not outcome["promoted"]:
             raise AirflowSkipException(f"version {verdict['version']} rejected; champion stays "
                                        f"{outcome['champion']}: " + " | ".join(verdict["reasons"]))

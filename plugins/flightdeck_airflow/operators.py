@@ -12,8 +12,10 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 class FlightDeckStageOperator(BaseOperator):
     """Run one stage of a dataset spec and push its small manifest to XCom.
 
-    Data-quality failures (rejected deliveries, failed hard expectations, leakage) fail the
-    task without retries, since re-running cannot fix the data; other errors retry.
+    How a stage ends is mapped to Airflow once (:meth:`run_stage`): a ``Rejected`` error (a
+    rejected delivery, failed hard expectations, leakage, a malformed spec) fails the task
+    without retries, since re-running cannot fix the input; ``NothingToDo`` (no champion, no
+    dataset yet) skips it with the reason in the log; any other error retries.
 
     Args:
         spec_name: the spec's name (file ``<specs_dir>/<spec_name>.yaml``).
@@ -45,16 +47,9 @@ class FlightDeckStageOperator(BaseOperator):
                             run_id=context["run_id"], dag_id=self.dag_id, pii_key=pii_key)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from flightdeck.core.spec import SpecError
         from flightdeck.data import runners
-        from flightdeck.data.ingest import DeliveryError, QualityGateError
-        from flightdeck.data.split import LeakageError
 
-        ctx = self.stage_context(context)
-        try:
-            manifest = getattr(runners, self.stage)(ctx)
-        except (QualityGateError, DeliveryError, LeakageError, SpecError) as exc:
-            raise AirflowFailException(str(exc)) from exc
+        manifest = self.run_stage(getattr(runners, self.stage), self.stage_context(context))
         self.log.info("%s manifest: %s", self.stage, manifest)
         return manifest
 
@@ -121,8 +116,6 @@ class TrainModelOperator(FlightDeckStageOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from flightdeck.training import pipeline as training
-        from flightdeck.training.features import FeatureError
-        from flightdeck.training.train import TrainingDataError
 
         ctx = self.stage_context(context)
         window = (self.window_start or None, self.window_end or None)
@@ -135,12 +128,7 @@ class TrainModelOperator(FlightDeckStageOperator):
         if request is not None and request.get("window_start") and window == (None, None):
             window = (str(request["window_start"]), str(request.get("as_of") or "") or None)
         self.log.info("training because: %s", trigger)
-        try:
-            manifest = training.train_model(ctx, window, force=force, trigger=trigger)
-        except (training.NoDatasetError, training.AlreadyTrained) as exc:
-            raise AirflowSkipException(str(exc)) from exc
-        except (TrainingDataError, FeatureError) as exc:
-            raise AirflowFailException(str(exc)) from exc
+        manifest = self.run_stage(training.train_model, ctx, window, force=force, trigger=trigger)
         self.log.info("trained %s: validation %s, test %s", manifest["chosen"], manifest["validation"],
                       manifest["test"])
         return manifest

@@ -51,12 +51,7 @@ class ResolveChampionOperator(FlightDeckStageOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from flightdeck.serving import scoring
 
-        try:
-            manifest = scoring.resolve_champion(self.stage_context(context))
-        except scoring.NoChampionError as exc:
-            raise AirflowSkipException(str(exc)) from exc
-        except scoring.ChampionLoadError as exc:
-            raise AirflowFailException(str(exc)) from exc
+        manifest = self.run_stage(scoring.resolve_champion, self.stage_context(context))
         self.log.info("scoring with %s (@%s)", manifest["model_uri"], manifest["alias"])
         return manifest
 

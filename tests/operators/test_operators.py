@@ -78,3 +78,62 @@ def test_sensor_skips_when_the_trigger_times_out(env_home):
     with pytest.raises(AirflowSkipException, match="no deliveries"):
         sensor.execute_complete({}, {"status": "timeout"})
     assert sensor.execute_complete({}, {"status": "found", "files": ["flights/a.csv"]}) == ["flights/a.csv"]
+
+
+# ---------------------------------------------------------------- how a stage ends, mapped once
+def _errors():
+    from flightdeck.core.spec import SpecError
+    from flightdeck.data.ingest import DeliveryError, QualityGateError
+    from flightdeck.data.split import LeakageError
+    from flightdeck.gates.checks import GateError
+    from flightdeck.monitoring.monitor import NothingToMonitor
+    from flightdeck.serving.champion import ChampionLoadError, NoChampionError, ScoringInputError
+    from flightdeck.training.features import FeatureError
+    from flightdeck.training.pipeline import AlreadyTrained, NoDatasetError
+    from flightdeck.training.train import TrainingDataError
+
+    rejected = (SpecError, DeliveryError, QualityGateError, LeakageError, FeatureError, TrainingDataError, GateError,
+                ChampionLoadError, ScoringInputError)
+    nothing = (NoDatasetError, AlreadyTrained, NoChampionError, NothingToMonitor)
+    return rejected, nothing
+
+
+def test_every_stage_error_says_how_its_run_ends():
+    from flightdeck.core.errors import NothingToDo, Rejected
+
+    rejected, nothing = _errors()
+    assert all(issubclass(e, Rejected) and not issubclass(e, NothingToDo) for e in rejected)
+    assert all(issubclass(e, NothingToDo) and not issubclass(e, Rejected) for e in nothing)
+
+
+@pytest.mark.parametrize(("error", "airflow_exception"), [
+    ("rejected", "AirflowFailException"),
+    ("nothing", "AirflowSkipException"),
+])
+def test_the_base_operator_maps_rejected_to_fail_and_nothing_to_do_to_skip(error, airflow_exception):
+    from airflow.sdk import exceptions
+    from flightdeck_airflow.operators import FlightDeckStageOperator
+
+    rejected, nothing = _errors()
+    op = FlightDeckStageOperator(task_id="t", spec_name="flights")
+    for cls in rejected if error == "rejected" else nothing:
+        def stage(cls=cls):
+            if cls.__name__ == "DeliveryError":
+                raise cls("flights_2013-01-05.csv", "DeliveryError: why, naming what")
+            raise cls(f"{cls.__name__}: why, naming what")
+
+        with pytest.raises(getattr(exceptions, airflow_exception), match=f"{cls.__name__}: why"):
+            op.run_stage(stage)
+
+
+def test_any_other_error_propagates_so_airflow_retries():
+    from flightdeck_airflow.operators import FlightDeckStageOperator
+
+    op = FlightDeckStageOperator(task_id="t", spec_name="flights")
+
+    def stage():
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        op.run_stage(stage)
+    assert op.run_stage(lambda x: x + 1, 1) == 2

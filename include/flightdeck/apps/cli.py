@@ -8,7 +8,7 @@ import json
 import sys
 from datetime import date
 
-from flightdeck.core.errors import FlightDeckError, NothingToDo
+from flightdeck.core.errors import FlightDeckError
 from flightdeck.core.settings import Settings
 from flightdeck.core.spec import SpecError, discover_specs, load_spec
 
@@ -352,9 +352,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args, Settings.from_env()))
-    except NothingToDo as exc:
-        print(f"flightdeck: nothing to do: {exc}", file=sys.stderr)
-        return 0
     except (SpecError, ValueError, LookupError, RuntimeError, TimeoutError, FlightDeckError) as exc:
         print(f"flightdeck: error: {exc}", file=sys.stderr)
         return 2

@@ -5,7 +5,12 @@
 - :class:`NothingToDo`: there is nothing to do yet (no champion, no data, nothing new); the
   task is skipped, and the message says why in the log.
 
-Any other exception is an ordinary failure that Airflow retries.
+Any other exception is an ordinary failure that Airflow retries. The stage errors subclass
+one of the two (and keep their older base, e.g. ``ValueError``, for callers that catch it):
+rejected are ``SpecError``, ``DeliveryError``, ``QualityGateError``, ``LeakageError``,
+``FeatureError``, ``TrainingDataError``, ``GateError``, ``ChampionLoadError``,
+``ScoringInputError``; nothing to do are ``NoDatasetError``, ``AlreadyTrained``,
+``NoChampionError``, ``NothingToMonitor``.
 """
 
 from __future__ import annotations

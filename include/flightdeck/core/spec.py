@@ -18,12 +18,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from flightdeck.core.errors import Rejected
+
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 ColumnType = Literal["int", "float", "category", "string", "timestamp", "bool"]
 NUMERIC_TYPES = ("int", "float")
 
 
-class SpecError(ValueError):
+class SpecError(Rejected, ValueError):
     """A spec file is missing, unreadable or breaks the spec schema."""
 
 

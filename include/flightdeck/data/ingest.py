@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from flightdeck.core.errors import Rejected
 from flightdeck.core.spec import ColumnSpec, DatasetSpec, SourceSpec, parse_duration
 
 NON_FINITE_LITERALS = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
@@ -34,7 +35,7 @@ ARROW_TYPES = {
 }
 
 
-class DeliveryError(ValueError):
+class DeliveryError(Rejected, ValueError):
     """A delivered file cannot be read as its source declares; names the file and what was expected."""
 
     def __init__(self, file_name: str, message: str) -> None:
@@ -42,7 +43,7 @@ class DeliveryError(ValueError):
         self.file_name = file_name
 
 
-class QualityGateError(ValueError):
+class QualityGateError(Rejected, ValueError):
     """A batch broke a hard data-quality rule (quarantine share, hard expectations)."""
 
 

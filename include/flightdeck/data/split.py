@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from flightdeck.core.errors import Rejected
 from flightdeck.core.spec import DatasetSpec
 
 SPLITS = ("train", "validation", "test")
 
 
-class LeakageError(ValueError):
+class LeakageError(Rejected, ValueError):
     """The splits would leak information between each other or from the target."""
 
 

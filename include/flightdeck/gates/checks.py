@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from flightdeck.core import registry, warehouse
+from flightdeck.core.errors import Rejected
 from flightdeck.core.registry import CHAMPION, PREVIOUS_CHAMPION, alias_version
 from flightdeck.core.spec import parse_duration
 from flightdeck.data import drift
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 
-class GateError(RuntimeError):
+class GateError(Rejected, RuntimeError):
     """The gates cannot judge (no such version, no challenger...)."""
 
 

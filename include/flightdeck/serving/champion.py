@@ -32,6 +32,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from flightdeck.core import registry
+from flightdeck.core.errors import NothingToDo, Rejected
 from flightdeck.core.registry import CHAMPION, PREVIOUS_CHAMPION, PROMOTED, RegistryError
 from flightdeck.core.settings import Settings
 from flightdeck.core.spec import DatasetSpec, load_spec, parse_duration
@@ -42,15 +43,15 @@ from flightdeck.training import features
 log = logging.getLogger(__name__)
 
 
-class NoChampionError(LookupError):
+class NoChampionError(NothingToDo, LookupError):
     """The spec's registered model has no version with the alias (the gates have not promoted one)."""
 
 
-class ChampionLoadError(RuntimeError):
+class ChampionLoadError(Rejected, RuntimeError):
     """The resolved model version (named in the message) cannot be loaded or is not promoted."""
 
 
-class ScoringInputError(ValueError):
+class ScoringInputError(Rejected, ValueError):
     """A serving batch cannot be scored: missing columns, failed validation (names what)."""
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from flightdeck.core.errors import Rejected
 from flightdeck.core.spec import DatasetSpec, JoinSpec, parse_duration
 from flightdeck.data.ingest import pseudonymise
 from flightdeck.data.replay import package_file
@@ -21,7 +22,7 @@ from flightdeck.data.replay import package_file
 CATEGORICAL_TYPES = ("category", "string", "bool")
 
 
-class FeatureError(ValueError):
+class FeatureError(Rejected, ValueError):
     """The data cannot be turned into the spec's features (names the column)."""
 
 

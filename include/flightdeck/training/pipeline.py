@@ -21,16 +21,17 @@ import pandas as pd
 
 from flightdeck import __version__
 from flightdeck.core import registry, warehouse
+from flightdeck.core.errors import NothingToDo
 from flightdeck.core.settings import REPO_ROOT
 from flightdeck.data.runners import StageContext, read_lake_parquet
 from flightdeck.training import evaluate, features, train
 
 
-class NoDatasetError(LookupError):
+class NoDatasetError(NothingToDo, LookupError):
     """No dataset version has been published for the spec yet."""
 
 
-class AlreadyTrained(LookupError):
+class AlreadyTrained(NothingToDo, LookupError):
     """A registered version was already trained on this dataset version, spec and window."""
 
 

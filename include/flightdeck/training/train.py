@@ -14,13 +14,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from flightdeck.core.errors import Rejected
 from flightdeck.core.spec import DatasetSpec
 from flightdeck.training.features import FeatureLayout, build_estimator, fit_params
 
 CandidateCallback = Callable[[str, str, dict[str, Any], dict[str, float]], None]
 
 
-class TrainingDataError(ValueError):
+class TrainingDataError(Rejected, ValueError):
     """The training data cannot train a model (empty, one class, missing target...)."""
 
 
