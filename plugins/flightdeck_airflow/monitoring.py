@@ -43,14 +43,11 @@ class MonitorModelOperator(FlightDeckStageOperator):
                                   partitions=parts or None, run_type=run_type_of(context))
         self.log.info("monitoring %s as of %s: %s", self.spec_name, manifest["as_of"], manifest["status"])
         if manifest["alerts"]:
-            from flightdeck.monitoring.alerts import Alert
+            from flightdeck.monitoring.alerts import Alert, severity_of
 
             from flightdeck_airflow.notifiers import notify_alerts
 
-            alerts = [Alert(spec_name=self.spec_name, check=a["check"],
-                            severity="critical" if a["status"] == "error" or (a["check"] == "decay"
-                                                                              and a["window"] != "partition")
-                            else "warning",
+            alerts = [Alert(spec_name=self.spec_name, check=a["check"], severity=severity_of(a),
                             summary=f"{a['check']} {a['metric']} = {a['value']} (limit {a['threshold']}) on "
                                     f"{a['partition']} [{a['status']}], version {a['model_version']}",
                             figures=a, run_id=ctx.run_id, dag_id=self.dag_id) for a in manifest["alerts"]]

@@ -135,35 +135,20 @@ class TrainModelOperator(FlightDeckStageOperator):
 
     @staticmethod
     def training_trigger(context: Context) -> tuple[str, dict[str, Any] | None]:
-        """Why this run trains: a monitoring request (with its reasons), new data, the schedule, or by hand."""
+        """Why this run trains (:func:`flightdeck.training.triggers.training_trigger` on the run's context)."""
+        from flightdeck.training.triggers import training_trigger
+
         events = context.get("triggering_asset_events") or {}
-        for asset, asset_events in events.items():
-            name = str(getattr(asset, "name", asset))
-            for event in reversed(list(asset_events)):
-                extra = dict(event.extra or {})
-                if name.endswith(".retrain") or "monitoring_run_id" in extra:
-                    return (f"monitoring {extra.get('monitoring_run_id')} (as of {extra.get('as_of')}): "
-                            f"{extra.get('reason')}", extra)
+        flat = [(str(getattr(asset, "name", asset)), event.extra) for asset, asset_events in events.items()
+                for event in asset_events]
         run_type = context["dag_run"].run_type
-        kind = str(getattr(run_type, "value", run_type))
-        if kind == "asset_triggered":
-            return "new dataset version", None
-        if kind == "scheduled":
-            return "weekly schedule", None
-        return f"{kind} run by {context['dag_run'].run_id}", {} if kind in ("manual", "backfill") else None
+        return training_trigger(flat, str(getattr(run_type, "value", run_type)), context["dag_run"].run_id)
 
     @staticmethod
     def _may_retrain_on_data(ctx: Any) -> bool:
-        """New data alone retrains only while nothing is promoted yet, or when the spec asks for it."""
-        from flightdeck.serving.champion import NoChampionError, resolve_model
+        from flightdeck.training.triggers import may_retrain_on_new_data
 
-        if ctx.spec.monitoring.retrain_on_new_data:
-            return True
-        try:
-            resolve_model(ctx.spec, ctx.settings)
-        except NoChampionError:
-            return True
-        return False
+        return may_retrain_on_new_data(ctx)
 
 
 class RegisterModelOperator(FlightDeckStageOperator):

@@ -91,7 +91,7 @@ class ScorablePartitionsSensor(BaseSensorOperator):
         spec = load_spec(settings.specs_dir / f"{self.spec_name}.yaml")
         ctx = StageContext(spec=spec, settings=settings, run_id=context["run_id"], dag_id=self.dag_id)
         champion = scoring.current_champion_version(ctx)
-        if champion is not None and champion != str(self.model_version):
+        if scoring.champion_moved(str(self.model_version), champion):
             # the run queued behind this one (triggered by that move) scores with the new champion
             raise AirflowSkipException(f"the champion moved from version {self.model_version} to {champion} "
                                        "while waiting; the run its move triggered scores with it")

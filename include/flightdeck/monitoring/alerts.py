@@ -209,3 +209,14 @@ def _jsonable(value: Any) -> Any:
     except (TypeError, ValueError):
         return str(value)
     return number if math.isfinite(number) else None
+
+
+def severity_of(figure: Mapping[str, Any]) -> str:
+    """How loud an alerting monitoring figure is: ``critical`` or ``warning``.
+
+    Critical: a check that failed to run (status ``error``) or realised quality decaying over a
+    rolling window (sustained, it retrains); anything else, a single partition's alert, warns.
+    """
+    if figure.get("status") == "error" or (figure.get("check") == "decay" and figure.get("window") != "partition"):
+        return "critical"
+    return "warning"

@@ -75,6 +75,15 @@ def current_champion_version(ctx: StageContext) -> str | None:
         return None
 
 
+def champion_moved(waiting_with: str, champion: str | None) -> bool:
+    """Whether the champion moved away from the version a waiting scoring run resolved.
+
+    Then that run stands down: the run the move triggered scores with the new champion. No
+    champion at all (a rollback removed it) is no move to score with.
+    """
+    return champion is not None and champion != str(waiting_with)
+
+
 # ---------------------------------------------------------------- which partitions
 def curated_partitions(ctx: StageContext) -> dict[str, str]:
     """Batch date -> fingerprint (size and modification time) of every curated partition."""

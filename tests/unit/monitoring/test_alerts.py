@@ -217,3 +217,16 @@ def test_settings_read_alert_targets_and_hide_the_webhook(tmp_path):
     assert "T0K3N" not in repr(settings)
     default = Settings.from_env({"FLIGHTDECK_HOME": str(tmp_path)})
     assert default.alert_webhook_url is None and default.alert_emails == ()
+
+
+@pytest.mark.parametrize(("figure", "severity"), [
+    ({"check": "decay", "status": "alert", "window": "rolling"}, "critical"),
+    ({"check": "decay", "status": "alert", "window": "partition"}, "warning"),
+    ({"check": "drift", "status": "alert", "window": "partition"}, "warning"),
+    ({"check": "drift", "status": "error", "window": "partition"}, "critical"),
+    ({"check": "staleness", "status": "alert", "window": "run"}, "warning"),
+])
+def test_rolling_decay_and_failed_checks_are_critical_the_rest_warns(figure, severity):
+    from flightdeck.monitoring.alerts import severity_of
+
+    assert severity_of(figure) == severity

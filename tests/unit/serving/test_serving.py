@@ -174,3 +174,10 @@ def test_horizon_and_restricted_wrangling_parameters():
     params = {"fill": {"tailnum": "unknown", "distance": 1.0}, "cap": {"distance": [1, 2]}}
     assert serving.restrict_params(params, ["origin", "distance"]) == {"fill": {"distance": 1.0},
                                                                        "cap": {"distance": [1, 2]}}
+
+
+@pytest.mark.parametrize(("waiting_with", "champion", "moved"), [
+    ("3", "3", False), ("3", "4", True), ("3", None, False), ("10", "10", False), ("2", "10", True),
+])
+def test_a_waiting_scoring_run_stands_down_only_when_the_champion_moved(waiting_with, champion, moved):
+    assert scoring.champion_moved(waiting_with, champion) is moved
