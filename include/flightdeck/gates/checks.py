@@ -1,8 +1,9 @@
 """The ML Test Score's automated checks, each producing the evidence of one test.
 
-:func:`load_candidate` loads a registered version the way scoring will, rebuilds its
-frozen splits with the training feature code and loads the champion to compare with;
-each ``check_*`` function looks at that :class:`Candidate` and returns a
+:func:`~flightdeck.gates.candidate.load_candidate` loads a registered version the way
+scoring will, rebuilds its frozen splits with the training feature code and loads the
+champion to compare with (the statistics are in :mod:`flightdeck.gates.statistics`); each
+``check_*`` function looks at that :class:`Candidate` and returns a
 :class:`CheckResult` (outcome, figures, threshold, artifact). :data:`CHECKS` maps the
 paper's test ids to them, in the order they run.
 """
@@ -22,23 +23,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flightdeck.core import registry, warehouse
-from flightdeck.core.errors import Rejected
-from flightdeck.core.registry import CHAMPION, PREVIOUS_CHAMPION, alias_version
+from flightdeck.core import warehouse
 from flightdeck.core.spec import parse_duration
-from flightdeck.data import drift
-from flightdeck.data.runners import StageContext, raw_key
+from flightdeck.data.runners import raw_key
 from flightdeck.gates import rubric
+from flightdeck.gates.candidate import (  # noqa: F401
+    Candidate,
+    GateError,
+    feature_layout,
+    load_candidate,
+    load_pyfunc,
+    registry_client,
+    run_json,
+)
+from flightdeck.gates.statistics import auc_score, bootstrap_difference, population_stability  # noqa: F401
 from flightdeck.training import evaluate, features, train
-from flightdeck.training import pipeline as training
 from flightdeck.training.evaluate import calibration_error as calibration_error  # re-exported for the gates
 
 log = logging.getLogger(__name__)
-
-
-
-class GateError(Rejected, RuntimeError):
-    """The gates cannot judge (no such version, no challenger...)."""
 
 
 @dataclass
@@ -50,170 +52,6 @@ class CheckResult:
     threshold: dict[str, Any] = field(default_factory=dict)
     detail: str = ""
     artifact: str | None = None
-
-
-@dataclass
-class Candidate:
-    """Everything the checks look at, loaded once per gate run."""
-
-    ctx: StageContext
-    name: str
-    version: str
-    tags: dict[str, str]
-    training_run_id: str
-    data: training.PreparedData
-    layout: features.FeatureLayout
-    leaderboard: list[dict[str, Any]]
-    out_dir: Path
-    model: Any = None
-    load_error: str | None = None
-    load_seconds: float = 0.0
-    proba: dict[str, np.ndarray] = field(default_factory=dict)
-    champion_version: str | None = None
-    champion_model: Any = None
-    champion_layout: features.FeatureLayout | None = None
-    champion_error: str | None = None
-    champion_test: np.ndarray | None = None
-    canary_rows: pd.Index | None = None
-
-    @property
-    def spec(self) -> Any:
-        return self.ctx.spec
-
-    @property
-    def gates(self) -> Any:
-        return self.ctx.spec.gates
-
-    def require_model(self) -> Any:
-        if self.model is None:
-            raise GateError(f"version {self.version} of {self.name} could not be loaded: {self.load_error}")
-        return self.model
-
-    def y(self, split: str) -> np.ndarray:
-        return self.data.y[split].to_numpy(dtype=int)
-
-
-# ---------------------------------------------------------------- loading
-def registry_client(ctx: StageContext) -> Any:
-    """The MLflow client of the spec's registry (its store made ready first)."""
-    return registry.mlflow_client(ctx.settings.mlflow_tracking_uri)
-
-
-def load_pyfunc(name: str, ref: str) -> Any:
-    """Load a registered model as scoring does: ``models:/<name>/<version>`` or ``models:/<name>@<alias>``."""
-    import mlflow
-
-    sep = "@" if not ref.isdigit() else "/"
-    return mlflow.pyfunc.load_model(f"models:/{name}{sep}{ref}")
-
-
-def _run_json(client: Any, run_id: str, path: str) -> Any:
-    import mlflow
-
-    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
-                                                tracking_uri=mlflow.get_tracking_uri())
-    return json.loads(Path(local).read_text())
-
-
-def _layout(raw: dict[str, list[str]]) -> features.FeatureLayout:
-    return features.FeatureLayout(tuple(raw["numeric"]), tuple(raw["categorical"]))
-
-
-def load_candidate(ctx: StageContext, version: str, out_dir: Path) -> Candidate:
-    """Load a version, its lineage and its frozen splits; the champion to compare with, if any."""
-    client = registry_client(ctx)
-    name = ctx.spec.registered_model_name
-    import mlflow
-
-    try:
-        mv = client.get_model_version(name, version)
-    except mlflow.exceptions.MlflowException as exc:
-        raise GateError(f"{name} has no version {version}: {exc}") from None
-    tags = dict(mv.tags)
-    if "flightdeck.data_snapshot" not in tags:
-        raise GateError(f"version {version} of {name} has no flightdeck.data_snapshot tag: not registered by "
-                        "the training DAG, so its lineage cannot be checked")
-    manifest = training.dataset_manifest(ctx, tags["flightdeck.data_snapshot"])
-    window = training.parse_window_tag(tags.get("flightdeck.window_param"))
-    data = training.prepare_data(ctx, manifest, window, check=False)
-    run_id = mv.run_id or tags.get("flightdeck.training_run_id", "")
-    layout = _layout(_run_json(client, run_id, "evaluation/feature_layout.json"))
-    leaderboard = list(_run_json(client, run_id, "evaluation/leaderboard.json"))
-    cand = Candidate(ctx, name, str(version), tags, run_id, data, layout, leaderboard, out_dir)
-    started = time.perf_counter()
-    try:
-        cand.model = load_pyfunc(name, cand.version)
-    except Exception as exc:  # noqa: BLE001 - any load failure is a finding, reported by the canary
-        cand.load_error = f"{type(exc).__name__}: {exc}"
-    cand.load_seconds = time.perf_counter() - started
-    if cand.model is not None:
-        for split in ("validation", "test"):
-            try:
-                X = features.select_features(data.frames[split], layout)
-                cand.proba[split] = np.asarray(cand.model.predict(X), dtype=np.float64).reshape(-1)
-            except Exception as exc:  # noqa: BLE001 - a model that cannot predict is rejected, not crashed on
-                cand.load_error = f"predict on {split} failed: {type(exc).__name__}: {exc}"
-                cand.model = None
-                break
-    champion = alias_version(client, name, CHAMPION)
-    if champion == cand.version:  # re-judging the serving version: compare with the one it replaced
-        champion = alias_version(client, name, PREVIOUS_CHAMPION)
-    cand.champion_version = champion
-    if champion is not None:
-        try:
-            cand.champion_model = load_pyfunc(name, champion)
-            ch = client.get_model_version(name, champion)
-            cand.champion_layout = _layout(_run_json(client, ch.run_id, "evaluation/feature_layout.json"))
-            X = features.select_features(data.frames["test"], cand.champion_layout)
-            scores = np.asarray(cand.champion_model.predict(X), dtype=np.float64).reshape(-1)
-            bad = int((~np.isfinite(scores)).sum())
-            if bad:
-                raise ValueError(f"the champion emits {bad} non-finite scores on this test split")
-            cand.champion_test = scores
-        except Exception as exc:  # noqa: BLE001 - reported by the regression gate
-            cand.champion_error = f"{type(exc).__name__}: {exc}"
-    return cand
-
-
-# ---------------------------------------------------------------- helpers
-def auc_score(y: np.ndarray, p: np.ndarray) -> float:
-    """ROC AUC of scores ``p`` for labels ``y``; NaN when ``y`` holds a single class."""
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, p)) if np.unique(y).size == 2 else float("nan")
-
-
-def population_stability(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
-    """PSI of ``current`` against ``reference`` (about 0.1: a small shift, above 0.25: a large one).
-
-    Continuous values use the reference's quantile bins; a reference with at most ``bins``
-    distinct values is compared value by value (quantile edges would merge its values into
-    one bin and hide any shift). Empty bins are clipped to 1e-6. NaN values form a bin of
-    their own. The implementation is :func:`flightdeck.data.drift.psi`.
-    """
-    return drift.psi(reference, current, bins=bins)
-
-
-def bootstrap_difference(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray, metric: str,
-                         samples: int, confidence: float, seed: int) -> dict[str, float]:
-    """Paired bootstrap of (challenger - champion) on the same rows; positive means the challenger is better."""
-    sign = -1.0 if metric == "log_loss" else 1.0
-
-    def value(idx: np.ndarray) -> float:
-        yy = y[idx]
-        if metric == "log_loss":
-            return train.score(yy, challenger[idx])["log_loss"] - train.score(yy, champion[idx])["log_loss"]
-        return auc_score(yy, challenger[idx]) - auc_score(yy, champion[idx])
-
-    rng = np.random.default_rng(seed)
-    n = y.size
-    diffs = np.array([value(rng.integers(0, n, n)) for _ in range(samples)], dtype=np.float64)
-    diffs = sign * diffs[np.isfinite(diffs)]
-    if diffs.size == 0:  # e.g. a one-class test split: no interval, so no evidence of non-regression
-        return {"difference": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "samples": 0.0}
-    alpha = (1 - confidence) / 2
-    return {"difference": sign * value(np.arange(n)), "ci_low": float(np.quantile(diffs, alpha)),
-            "ci_high": float(np.quantile(diffs, 1 - alpha)), "samples": float(diffs.size)}
 
 
 def _members(cand: Candidate) -> list[tuple[str, dict[str, Any]]]:
@@ -249,7 +87,6 @@ def _write_csv(cand: Candidate, name: str, frame: pd.DataFrame) -> str:
     return name
 
 
-# ---------------------------------------------------------------- the automated checks
 def check_schema(cand: Candidate) -> CheckResult:
     """Data 1: every curated batch behind the version was validated with the spec's GX suite."""
     batches = warehouse.list_batches(cand.ctx.engine, cand.spec.name, statuses=("curated",))
@@ -748,3 +585,4 @@ def run_checks(cand: Candidate) -> dict[str, CheckResult]:
         log.info("%s %s (%.1fs): %s", test_id, results[test_id].outcome, time.perf_counter() - started,
                  results[test_id].detail)
     return results
+
