@@ -410,7 +410,8 @@ def rollback(ctx: StageContext, decided_by: str, reason: str = "") -> dict[str, 
 # ---------------------------------------------------------------- test-suite evidence (CI)
 # ML Test Score tests that the test suite itself runs, and the test files that run them.
 SUITE_TESTS: dict[str, tuple[str, ...]] = {
-    "data_7": ("tests/unit/test_features.py", "tests/unit/test_stages.py", "tests/unit/test_bad_input.py"),
+    "data_7": ("tests/unit/training/test_features.py", "tests/unit/data/test_stages.py",
+               "tests/unit/data/test_bad_input.py"),
     "infra_3": ("tests/integration/",),
 }
 

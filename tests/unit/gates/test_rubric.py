@@ -382,3 +382,15 @@ def test_the_committed_flights_attestations_load_and_count_until_they_expire(fli
         assert rubric.credit(ev, datetime.combine(att.when, datetime.min.time(), UTC)) == 0.5
         assert rubric.credit(ev, datetime.combine(att.expires + timedelta(days=1), datetime.min.time(), UTC)
                              + timedelta(seconds=1)) == 0.0
+
+
+def test_the_suite_evidence_names_test_files_that_exist():
+    """Data 7 and Infra 3 are read off test node ids: a moved test file would silently drop the evidence."""
+    from pathlib import Path
+
+    from flightdeck.gates.promotion import SUITE_TESTS
+
+    repo = Path(__file__).resolve().parents[3]
+    for test_id, prefixes in SUITE_TESTS.items():
+        for prefix in prefixes:
+            assert (repo / prefix).exists(), f"{test_id}: {prefix} does not exist"
