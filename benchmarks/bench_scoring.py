@@ -109,15 +109,15 @@ def prepare(home: Path, sizes: list[int], through_gates: bool = False, quick_tra
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
+    from flightdeck.core import lake
     from flightdeck.core.settings import Settings
     from flightdeck.core.storage import open_store
-    from flightdeck.data.runners import curated_key
 
-    lake = open_store(Settings.from_env().lake_uri)
-    march = pd.concat([pd.read_parquet(lake.path(o.key)) for o in lake.list("curated/flights/")
+    store = open_store(Settings.from_env().lake_uri)
+    march = pd.concat([pd.read_parquet(store.path(o.key)) for o in store.list("curated/flights/")
                        if o.key.endswith(".parquet") and f"{month:%Y-%m}" in o.key], ignore_index=True)
     for rows in sizes:
-        dest = lake.path(curated_key("flights", partition_of(rows)))
+        dest = store.path(lake.curated("flights", partition_of(rows)))
         if dest.exists() and pq.ParquetFile(dest).metadata.num_rows == rows:
             continue
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -156,8 +156,7 @@ def _fresh_table(ctx):  # type: ignore[no-untyped-def]
 
 def worker(kind: str, rows: int) -> dict[str, object]:
     import pyarrow.parquet as pq
-    from flightdeck.core import warehouse
-    from flightdeck.data.runners import curated_key
+    from flightdeck.core import lake, warehouse
     from flightdeck.serving import predictions, scoring
 
     ctx = _context(f"bench-{kind}-{rows}")
@@ -166,7 +165,7 @@ def worker(kind: str, rows: int) -> dict[str, object]:
     load_s = time.perf_counter() - start
     pt = _fresh_table(ctx)
     partition = partition_of(rows)
-    path = ctx.lake.path(curated_key("flights", partition))
+    path = ctx.lake.path(lake.curated("flights", partition))
     out: dict[str, object] = {"kind": kind, "rows": rows, "db": ctx.engine.dialect.name, "load_s": load_s}
     if kind == "flightdeck":
         start = time.perf_counter()

@@ -8,7 +8,7 @@ from typing import Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from flightdeck_airflow.operators import FlightDeckStageOperator
+from flightdeck_airflow.operators import FlightDeckStageOperator, run_type_of
 
 
 class JudgeChallengerOperator(FlightDeckStageOperator):
@@ -35,9 +35,7 @@ class JudgeChallengerOperator(FlightDeckStageOperator):
 
         ctx = self.stage_context(context)
         version = self.version or self._version_from_asset_event(context)
-        run_type = context["dag_run"].run_type
-        return self.run_stage(gates.judge_version, ctx, version or None,
-                              run_type=str(getattr(run_type, "value", run_type)),
+        return self.run_stage(gates.judge_version, ctx, version or None, run_type=run_type_of(context),
                               min_ml_test_score=ctx.settings.min_ml_test_score)
 
     @staticmethod

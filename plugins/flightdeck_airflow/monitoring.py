@@ -8,12 +8,7 @@ from typing import Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
-from flightdeck_airflow.operators import FlightDeckStageOperator
-
-
-def run_type_of(context: Context) -> str:
-    run_type = context["dag_run"].run_type
-    return str(getattr(run_type, "value", run_type))
+from flightdeck_airflow.operators import FlightDeckStageOperator, run_type_of
 
 
 class MonitorModelOperator(FlightDeckStageOperator):

@@ -9,6 +9,12 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 
+def run_type_of(context: Context) -> str:
+    """The run's type as text: ``scheduled``, ``asset_triggered``, ``manual`` or ``backfill``."""
+    run_type = getattr(context.get("dag_run"), "run_type", "") or ""
+    return str(getattr(run_type, "value", run_type))
+
+
 class FlightDeckStageOperator(BaseOperator):
     """Run one stage of a dataset spec and push its small manifest to XCom.
 
@@ -34,7 +40,7 @@ class FlightDeckStageOperator(BaseOperator):
 
     def stage_context(self, context: Context) -> Any:
         from flightdeck.core.settings import Settings
-        from flightdeck.core.spec import load_spec
+        from flightdeck.core.spec import spec_named
         from flightdeck.data.runners import StageContext
 
         settings = Settings.from_env()
@@ -43,7 +49,7 @@ class FlightDeckStageOperator(BaseOperator):
             from airflow.sdk import BaseHook
 
             pii_key = BaseHook.get_connection(self.pii_key_conn_id).password
-        return StageContext(spec=load_spec(settings.specs_dir / f"{self.spec_name}.yaml"), settings=settings,
+        return StageContext(spec=spec_named(settings.specs_dir, self.spec_name), settings=settings,
                             run_id=context["run_id"], dag_id=self.dag_id, pii_key=pii_key)
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -141,8 +147,7 @@ class TrainModelOperator(FlightDeckStageOperator):
         events = context.get("triggering_asset_events") or {}
         flat = [(str(getattr(asset, "name", asset)), event.extra) for asset, asset_events in events.items()
                 for event in asset_events]
-        run_type = context["dag_run"].run_type
-        return training_trigger(flat, str(getattr(run_type, "value", run_type)), context["dag_run"].run_id)
+        return training_trigger(flat, run_type_of(context), context["dag_run"].run_id)
 
     @staticmethod
     def _may_retrain_on_data(ctx: Any) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from flightdeck_airflow.operators import FlightDeckStageOperator
+from flightdeck_airflow.operators import FlightDeckStageOperator, run_type_of
 
 
 def _flag(value: bool | str | None) -> bool:
@@ -22,12 +22,6 @@ def _dates(value: str | Sequence[str] | None) -> list[str]:
         return []
     items = value.replace(",", " ").split() if isinstance(value, str) else list(value)
     return [str(v).strip() for v in items if str(v).strip() and str(v).strip() not in ("None", "[]")]
-
-
-def _run_type(context: Context) -> str:
-    """``scheduled``, ``asset_triggered``, ``manual`` or ``backfill``."""
-    run_type = getattr(context.get("dag_run"), "run_type", "")
-    return str(getattr(run_type, "value", run_type))
 
 
 def _run_day(context: Context, zone: str) -> date:
@@ -82,13 +76,13 @@ class ScorablePartitionsSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue:
         from flightdeck.core.settings import Settings
-        from flightdeck.core.spec import load_spec
+        from flightdeck.core.spec import spec_named
         from flightdeck.data.runners import StageContext
         from flightdeck.serving import scoring
         from flightdeck.serving.champion import ScoringInputError
 
         settings = Settings.from_env()
-        spec = load_spec(settings.specs_dir / f"{self.spec_name}.yaml")
+        spec = spec_named(settings.specs_dir, self.spec_name)
         ctx = StageContext(spec=spec, settings=settings, run_id=context["run_id"], dag_id=self.dag_id)
         champion = scoring.current_champion_version(ctx)
         if scoring.champion_moved(str(self.model_version), champion):
@@ -104,7 +98,7 @@ class ScorablePartitionsSensor(BaseSensorOperator):
             raise AirflowFailException(str(exc)) from exc
         self.log.info("partitions to score with version %s (until %s): %s", self.model_version, until, parts)
         # only scheduled runs wait for schedules to arrive; a champion move or a person scores what is there now
-        return PokeReturnValue(is_done=bool(parts) or _run_type(context) != "scheduled", xcom_value=parts)
+        return PokeReturnValue(is_done=bool(parts) or run_type_of(context) != "scheduled", xcom_value=parts)
 
 
 class ScorePartitionOperator(FlightDeckStageOperator):

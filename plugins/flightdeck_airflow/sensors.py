@@ -29,12 +29,12 @@ class LandingZoneSensor(BaseSensorOperator):
 
     def _waiting(self) -> list[str]:
         from flightdeck.core.settings import Settings
-        from flightdeck.core.spec import load_spec
+        from flightdeck.core.spec import spec_named
         from flightdeck.core.storage import open_store
         from flightdeck.data.runners import waiting_files
 
         settings = Settings.from_env()
-        spec = load_spec(settings.specs_dir / f"{self.spec_name}.yaml")
+        spec = spec_named(settings.specs_dir, self.spec_name)
         self._patterns = [s.pattern for s in spec.sources.values()]
         self._settings = settings
         return waiting_files(open_store(settings.landing_uri, settings.s3_endpoint_url), spec.name, self._patterns)

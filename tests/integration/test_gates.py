@@ -219,15 +219,15 @@ def _champion_pipeline(env: dict[str, Any]) -> tuple[Any, dict[str, list[str]]]:
 
 def _rewrite_current_dataset(env: dict[str, Any], suffix: str, change: Any) -> str:
     """Publish a copy of the current dataset version with ``change(split_name, frame)`` applied."""
-    from flightdeck.data import runners
+    from flightdeck.core import lake
     from flightdeck.training import pipeline as training
 
     ctx = _ctx(env, f"dataset-{suffix}")
     manifest = training.current_dataset(ctx)
     version = f"{manifest['version_id'][:10]}{suffix}"
     for split in ("train", "validation", "test"):
-        key = f"datasets/flights/{manifest['version_id']}/{split}.parquet"
-        frame = change(split, runners.read_lake_parquet(ctx.lake, key, ctx.workdir))
+        key = lake.dataset_split("flights", manifest["version_id"], split)
+        frame = change(split, lake.read_parquet(ctx.lake, key, ctx.workdir))
         out = ctx.workdir / f"{version}-{split}.parquet"
         frame.to_parquet(out)
         uri = ctx.lake.put_file(out, f"datasets/flights/{version}/{split}.parquet")

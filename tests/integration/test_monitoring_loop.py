@@ -403,7 +403,7 @@ def test_late_labels_give_decay_per_partition_orphans_kept_and_duplicates_counte
 def test_a_shift_injected_in_one_feature_raises_drift_for_that_feature_only(env, first_monitoring):
     """Distance tripled in one curated partition and rescored by name: distance alone alerts; every
     other feature keeps exactly the PSI and status it had; skew names distance as the one difference."""
-    from flightdeck.data import runners
+    from flightdeck.core import lake
     from flightdeck.monitoring import monitor as monitoring
     from flightdeck.serving import scoring
 
@@ -415,7 +415,7 @@ def test_a_shift_injected_in_one_feature_raises_drift_for_that_feature_only(env,
     monitoring.run_monitoring(_ctx(env, "drift__baseline"))
     before = {f["subject"]: f for f in _figures(env, check_name="drift", metric="psi", partition_date=day)}
     assert before["distance"]["status"] != "alert" and before["distance"]["run_id"] == "drift__baseline"
-    path = ctx.lake.path(runners.curated_key(SPEC, day))
+    path = ctx.lake.path(lake.curated(SPEC, day))
     original = path.read_bytes()
     try:
         frame = pd.read_parquet(path)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from flightdeck.core import warehouse
+from flightdeck.core import lake, warehouse
 
 pytestmark = pytest.mark.postgres
 
@@ -333,7 +333,7 @@ def test_runner_chain_on_postgres(pg_url: str, flights_spec, tmp_path: Path):
         }
         assert len(in_quarantine) == r["rows_quarantined"]
         staged = pd.read_parquet(
-            Path(settings.lake_uri) / runners.staged_key(name, r["source"], r["batch_id"])
+            Path(settings.lake_uri) / lake.staged(name, r["source"], r["batch_id"])
         )
         assert len(staged) == r["rows_accepted"]
         assert not set(in_quarantine) & set(staged["_row_number"])

@@ -218,7 +218,7 @@ def test_runner_chain_on_s3(s3_endpoint, s3_client, flights_spec, tmp_path: Path
         archived = f"flights/_archive/{b['batch_id'][:12]}-{b['file_name']}"
         assert lake.read_bytes(raw_key) == landing.read_bytes(archived)
         staged = pd.read_parquet(
-            io.BytesIO(lake.read_bytes(runners.staged_key("flights", b["source"], b["batch_id"])))
+            io.BytesIO(lake.read_bytes(lake_keys.staged("flights", b["source"], b["batch_id"])))
         )
         assert len(staged) == b["rows_accepted"]
         with engine.connect() as conn:

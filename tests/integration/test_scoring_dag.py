@@ -113,9 +113,9 @@ def _ctx(run_id: str = "test-run"):
 
 
 def _curated(ctx, day: str) -> pd.DataFrame:
-    from flightdeck.data.runners import curated_key
+    from flightdeck.core import lake
 
-    return pd.read_parquet(ctx.lake.path(curated_key("flights", day)))
+    return pd.read_parquet(ctx.lake.path(lake.curated("flights", day)))
 
 
 def _client(ctx):
@@ -226,9 +226,9 @@ def test_champion_that_cannot_be_loaded_fails_the_run_and_keeps_published_predic
 
 
 def _write_partition(ctx, day: str, frame: pd.DataFrame) -> None:
-    from flightdeck.data.runners import curated_key
+    from flightdeck.core import lake
 
-    path = ctx.lake.path(curated_key("flights", day))
+    path = ctx.lake.path(lake.curated("flights", day))
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path, index=False)
 

@@ -105,9 +105,10 @@ def test_a_copy_killed_mid_write_leaves_the_published_state_and_the_retry_comple
 @pytest.mark.slow
 def test_scoring_runner_publishes_into_postgres(engine, pg_url, tmp_path, monkeypatch):
     """The champion scores real curated partitions into PostgreSQL; a re-run replaces them."""
+    from flightdeck.core import lake
+    from flightdeck.core.context import StageContext
     from flightdeck.core.settings import Settings
     from flightdeck.core.spec import load_spec
-    from flightdeck.data.runners import StageContext, curated_key
     from flightdeck.serving import scoring
 
     home = copy_home(tmp_path / "fd")
@@ -121,7 +122,7 @@ def test_scoring_runner_publishes_into_postgres(engine, pg_url, tmp_path, monkey
     for _ in range(2):
         for day in parts:
             manifest = scoring.score_partition(ctx, day, model.version, model=model)
-            curated = pd.read_parquet(ctx.lake.path(curated_key("flights", day)))
+            curated = pd.read_parquet(ctx.lake.path(lake.curated("flights", day)))
             assert manifest["rows"] == len(curated)
             assert predictions.count_partition(ctx.engine, ctx.spec, day) == {
                 "rows": len(curated), "versions": 1, "model_version": model.version, "run_ids": 1,

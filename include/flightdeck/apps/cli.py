@@ -10,11 +10,11 @@ from datetime import date
 
 from flightdeck.core.errors import FlightDeckError
 from flightdeck.core.settings import Settings
-from flightdeck.core.spec import SpecError, discover_specs, load_spec
+from flightdeck.core.spec import SpecError, discover_specs, spec_named
 
 
 def _spec(settings: Settings, name: str):  # type: ignore[no-untyped-def]
-    return load_spec(settings.specs_dir / f"{name}.yaml")
+    return spec_named(settings.specs_dir, name)
 
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:

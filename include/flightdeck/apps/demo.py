@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from flightdeck.apps import init as stores
 from flightdeck.core import registry, warehouse
 from flightdeck.core.settings import Settings
-from flightdeck.core.spec import load_spec
+from flightdeck.core.spec import spec_named
 from flightdeck.core.storage import open_store
 from flightdeck.data import replay
 
@@ -81,7 +81,7 @@ def wait_for(predicate: Any, what: str, timeout: float, interval: float = 3.0) -
 
 def run_demo(spec_name: str, start: date, end: date, timeout: float = 900.0) -> int:
     settings = Settings.from_env()
-    spec = load_spec(settings.specs_dir / f"{spec_name}.yaml")
+    spec = spec_named(settings.specs_dir, spec_name)
     dag_id = f"{spec.name}_data"
     print(f"FlightDeck demo: spec {spec.name} ({spec.fingerprint()}), home {settings.home}")
     print("1/6 initialising every store once, before the scheduler starts (flightdeck init)")
@@ -264,7 +264,7 @@ def print_gate(settings: Settings, spec_name: str) -> None:
     from flightdeck.data import runners
     from flightdeck.gates import promotion as gates
 
-    ctx = runners.StageContext(load_spec(settings.specs_dir / f"{spec_name}.yaml"), settings)
+    ctx = runners.StageContext(spec_named(settings.specs_dir, spec_name), settings)
     p = warehouse.promotions
     with warehouse.connect(settings.warehouse_url).connect() as conn:
         last = conn.execute(sa.select(p).where(p.c.spec_name == spec_name).order_by(p.c.decided_at.desc())

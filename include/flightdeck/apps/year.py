@@ -34,10 +34,10 @@ import pandas as pd
 import sqlalchemy as sa
 
 from flightdeck.core import warehouse
+from flightdeck.core.context import StageContext
 from flightdeck.core.settings import Settings
-from flightdeck.core.spec import DatasetSpec, load_spec, parse_duration
+from flightdeck.core.spec import DatasetSpec, parse_duration, spec_named
 from flightdeck.data import replay, runners
-from flightdeck.data.runners import StageContext
 from flightdeck.monitoring import monitor as monitoring
 from flightdeck.monitoring import realised
 from flightdeck.serving import scoring
@@ -129,7 +129,7 @@ def run_year(spec_name: str, home: Path, start: date, end: date, bootstrap_days:
     The first ``bootstrap_days`` are delivered at once and train the first champion.
     """
     settings = replay_settings(home)
-    spec = load_spec(settings.specs_dir / f"{spec_name}.yaml")
+    spec = spec_named(settings.specs_dir, spec_name)
     if quick:
         spec = quick_spec(spec)
     out_dir = out_dir or home / "report"

@@ -568,6 +568,15 @@ def load_spec(path: str | Path) -> DatasetSpec:
     return spec
 
 
+def spec_named(specs_dir: str | Path, name: str) -> DatasetSpec:
+    """The spec ``<specs_dir>/<name>.yaml``; when there is none, the error names the folder and its specs."""
+    path = Path(specs_dir) / f"{name}.yaml"
+    if Path(name).name != name or not path.is_file():
+        known = ", ".join(list_spec_names(specs_dir)) or "none"
+        raise SpecError(f"no spec named {name!r} in {specs_dir} (specs there: {known})")
+    return load_spec(path)
+
+
 def discover_specs(specs_dir: str | Path) -> list[DatasetSpec]:
     """Load every ``*.yaml`` spec in ``specs_dir``, sorted by name."""
     return [load_spec(p) for p in sorted(Path(specs_dir).glob("*.yaml"))]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -61,6 +62,11 @@ class LocalStore:
     def download(self, key: str, dest: Path) -> Path:
         shutil.copyfile(self.root / key, dest)
         return dest
+
+    @contextmanager
+    def local_copy(self, key: str, workdir: Path | None = None) -> Iterator[Path]:
+        """The object as a local file: the file itself, nothing is copied."""
+        yield self.path(key)
 
     def _write_atomic(self, key: str, write: Callable[[str], None]) -> str:
         """Write through a temporary file in the target folder, then rename into place."""
@@ -155,6 +161,12 @@ class S3Store:
     def download(self, key: str, dest: Path) -> Path:
         self.client.download_file(self.bucket, self._key(key), str(dest))
         return dest
+
+    @contextmanager
+    def local_copy(self, key: str, workdir: Path | None = None) -> Iterator[Path]:
+        """The object as a local file: downloaded into a temporary folder, removed afterwards."""
+        with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+            yield self.download(key, Path(tmp) / Path(key).name)
 
     def put_file(self, src: Path, key: str) -> str:
         self.client.upload_file(str(src), self.bucket, self._key(key))

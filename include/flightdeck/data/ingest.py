@@ -24,15 +24,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flightdeck.core.errors import Rejected
+from flightdeck.core.schema import ARROW_TYPES
 from flightdeck.core.spec import ColumnSpec, DatasetSpec, SourceSpec, parse_duration
 
 NON_FINITE_LITERALS = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
 TRUE_LITERALS = {"true", "t", "yes", "y", "1"}
 FALSE_LITERALS = {"false", "f", "no", "n", "0"}
-ARROW_TYPES = {
-    "int": pa.int64(), "float": pa.float64(), "category": pa.string(), "string": pa.string(),
-    "timestamp": pa.timestamp("us", tz="UTC"), "bool": pa.bool_(),
-}
 
 
 class DeliveryError(Rejected, ValueError):

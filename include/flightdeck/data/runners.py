@@ -16,101 +16,20 @@ import json
 import logging
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.parquet as pq
 
-from flightdeck.core import warehouse
-from flightdeck.core.settings import Settings
-from flightdeck.core.spec import DatasetSpec
-from flightdeck.core.storage import Store, open_store
+from flightdeck.core import lake, warehouse
+from flightdeck.core.context import StageContext
+from flightdeck.core.storage import Store
 from flightdeck.data import ingest, profile, split, validate, wrangle
 
 log = logging.getLogger(__name__)
 LIVE = ("staged", "profiled", "validated", "invalid", "curated")
 
 
-@dataclass
-class StageContext:
-    """What every runner needs: the spec, the settings and the identity of the run."""
-
-    spec: DatasetSpec
-    settings: Settings
-    run_id: str = "manual"
-    dag_id: str = "flightdeck"
-    pii_key: str | None = field(default=None, repr=False)
-    workdir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
-
-    @cached_property
-    def engine(self) -> Any:
-        return warehouse.connect(self.settings.warehouse_url)
-
-    @cached_property
-    def lake(self) -> Store:
-        return open_store(self.settings.lake_uri, self.settings.s3_endpoint_url)
-
-    @cached_property
-    def landing(self) -> Store:
-        return open_store(self.settings.landing_uri, self.settings.s3_endpoint_url)
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-
-# ---------------------------------------------------------------- lake layout
-def raw_key(spec: str, source: str, sha: str, file_name: str) -> str:
-    return f"raw/{spec}/{source}/{sha[:2]}/{sha}/{file_name}"
-
-
-def staged_key(spec: str, source: str, batch_id: str) -> str:
-    return f"staged/{spec}/{source}/batch_id={batch_id}/data.parquet"
-
-
-def curated_key(spec: str, batch_date: str) -> str:
-    return f"curated/{spec}/batch_date={batch_date}/data.parquet"
-
-
-def report_key(spec: str, kind: str, name: str, ext: str) -> str:
-    return f"reports/{spec}/{kind}/{name}.{ext}"
-
-
-def dataset_prefix(spec: str, version_id: str) -> str:
-    return f"datasets/{spec}/{version_id}"
-
-
-def read_lake_parquet(store: Store, key: str, workdir: Path) -> pd.DataFrame:
-    """Read one Parquet object of a store whole (a local copy first when it lives on S3)."""
-    if hasattr(store, "path"):
-        return pd.read_parquet(store.path(key))
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        return pd.read_parquet(store.download(key, Path(tmp) / "data.parquet"))
-
-
-def _iter_parquet(store: Store, key: str, workdir: Path, chunk_rows: int,
-                  drop: tuple[str, ...] = ()) -> Iterator[pd.DataFrame]:
-    """Read a Parquet object chunk by chunk (a local copy first when it lives on S3)."""
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        path = store.path(key) if hasattr(store, "path") else store.download(key, Path(tmp) / "data.parquet")
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
-            frame = batch.to_pandas()
-            yield frame.drop(columns=[c for c in drop if c in frame.columns])
-
-
-def write_parquet(store: Store, key: str, frame: pd.DataFrame, workdir: Path) -> str:
-    """Write ``frame`` as zstd Parquet to ``key`` in one atomic put; the object's URI."""
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        path = Path(tmp) / "data.parquet"
-        frame.to_parquet(path, index=False, compression="zstd")
-        return store.put_file(path, key)
-
-
-def _put_json(store: Store, key: str, payload: Any) -> str:
-    return store.put_bytes(json.dumps(payload, indent=2, default=str, sort_keys=True).encode(), key)
 
 
 # ---------------------------------------------------------------- ingest
@@ -159,7 +78,7 @@ def claim_landed_files(ctx: StageContext) -> dict[str, list[str]]:
             existing = warehouse.get_batch(ctx.engine, ctx.name, sha)
             outcome = "duplicate" if existing is not None else "new"
             if existing is None:
-                rkey = raw_key(ctx.name, source_name, sha, file_name)
+                rkey = lake.raw(ctx.name, source_name, sha, file_name)
                 raw_uri = ctx.lake.uri(rkey) if ctx.lake.exists(rkey) else ctx.lake.put_file(local, rkey)
                 try:
                     batch_date = ingest.batch_date_of(ctx.spec.sources[source_name], file_name)
@@ -190,7 +109,7 @@ def ingest_batch(ctx: StageContext, batch: dict[str, Any]) -> dict[str, Any]:
     pii_key = ctx.pii_key or ctx.settings.resolve_pseudonymisation_key()
     batch_id, file_name = batch["batch_id"], batch["file_name"]
     raw = ctx.lake
-    raw_rel = raw_key(ctx.name, batch["source"], batch_id, file_name)
+    raw_rel = lake.raw(ctx.name, batch["source"], batch_id, file_name)
     quarantined: list[dict[str, Any]] = []
     counts = {"rows_in": 0, "rows_accepted": 0}
     at = warehouse.now()
@@ -211,7 +130,7 @@ def ingest_batch(ctx: StageContext, batch: dict[str, Any]) -> dict[str, Any]:
 
         staged_path = Path(tmp) / "staged.parquet"
         ingest.write_chunks_parquet(accepted_chunks(), ingest.arrow_schema(source), staged_path)
-        staged_uri = ctx.lake.put_file(staged_path, staged_key(ctx.name, batch["source"], batch_id))
+        staged_uri = ctx.lake.put_file(staged_path, lake.staged(ctx.name, batch["source"], batch_id))
     warehouse.replace_quarantine(ctx.engine, ctx.name, batch_id, quarantined)
     n_quarantined = len({q["row_number"] for q in quarantined})
     if counts["rows_in"] != counts["rows_accepted"] + n_quarantined:
@@ -282,13 +201,13 @@ def profile_batches(ctx: StageContext) -> dict[str, Any]:
     """Profile every staged batch of this run (and any left waiting): JSON and HTML reports in the lake."""
     done = []
     for batch in _batches_for(ctx, "staged"):
-        prof = profile.profile_chunks(_iter_parquet(ctx.lake, staged_key(ctx.name, batch["source"], batch["batch_id"]),
-                                                    ctx.workdir, ctx.settings.chunk_rows))
+        staged = lake.staged(ctx.name, batch["source"], batch["batch_id"])
+        prof = profile.profile_chunks(lake.iter_parquet(ctx.lake, staged, ctx.workdir, ctx.settings.chunk_rows))
         prof.update(batch_id=batch["batch_id"], file_name=batch["file_name"], source=batch["source"])
         name = f"{batch['source']}-{batch['batch_id'][:16]}"
-        uri = _put_json(ctx.lake, report_key(ctx.name, "profiles", name, "json"), prof)
+        uri = lake.put_json(ctx.lake, lake.report(ctx.name, "profiles", name, "json"), prof)
         ctx.lake.put_bytes(profile.render_profile_html(prof, f"Profile of {batch['file_name']}").encode(),
-                           report_key(ctx.name, "profiles", name, "html"))
+                           lake.report(ctx.name, "profiles", name, "html"))
         fields: dict[str, Any] = {"profile_uri": uri}
         if batch["status"] == "staged":
             fields["status"] = "profiled"
@@ -307,14 +226,14 @@ def validate_batches(ctx: StageContext) -> dict[str, Any]:
     suites = {name: validate.load_expectations(ctx.spec, name) for name in ctx.spec.sources}
     failures, warnings, passed = [], 0, 0
     for batch in _batches_for(ctx, "profiled"):
-        chunks = _iter_parquet(ctx.lake, staged_key(ctx.name, batch["source"], batch["batch_id"]), ctx.workdir,
+        chunks = lake.iter_parquet(ctx.lake, lake.staged(ctx.name, batch["source"], batch["batch_id"]), ctx.workdir,
                                ctx.settings.chunk_rows, drop=("_batch_id", "_row_number"))
         report = validate.validate_chunks(chunks, suites[batch["source"]])
         report.update(batch_id=batch["batch_id"], file_name=batch["file_name"])
         name = f"{batch['source']}-{batch['batch_id'][:16]}"
-        uri = _put_json(ctx.lake, report_key(ctx.name, "validations", name, "json"), report)
+        uri = lake.put_json(ctx.lake, lake.report(ctx.name, "validations", name, "json"), report)
         ctx.lake.put_bytes(validate.render_validation_html(report, f"Validation of {batch['file_name']}").encode(),
-                           report_key(ctx.name, "validations", name, "html"))
+                           lake.report(ctx.name, "validations", name, "html"))
         status = "validated" if report["success"] else "invalid"
         error = None if report["success"] else (
             f"{batch['file_name']}: {len(report['hard_failures'])} hard expectations failed:\n"
@@ -333,7 +252,7 @@ def validate_batches(ctx: StageContext) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- wrangle
 def _load_batches(ctx: StageContext, batches: list[dict[str, Any]]) -> pd.DataFrame | None:
-    frames = [read_lake_parquet(ctx.lake, staged_key(ctx.name, b["source"], b["batch_id"]), ctx.workdir)
+    frames = [lake.read_parquet(ctx.lake, lake.staged(ctx.name, b["source"], b["batch_id"]), ctx.workdir)
               for b in batches]
     if not frames:
         return None
@@ -362,7 +281,7 @@ def curate_batches(ctx: StageContext) -> dict[str, Any]:
         if labels_name is None:
             labels = features
         curated = wrangle.wrangle_frame(features.drop(columns=["_row_number"]), labels, ctx.spec)
-        write_parquet(ctx.lake, curated_key(ctx.name, day), curated, ctx.workdir)
+        lake.write_parquet(ctx.lake, lake.curated(ctx.name, day), curated, ctx.workdir)
         rows += len(curated)
         labelled += int(curated[ctx.spec.target.name].notna().sum())
         for b in usable:
@@ -381,10 +300,10 @@ def split_dataset(ctx: StageContext) -> dict[str, Any]:
         LeakageError: listing every leak found.
     """
     spec = ctx.spec
-    keys = sorted(o.key for o in ctx.lake.list(f"curated/{spec.name}/") if o.key.endswith(".parquet"))
+    keys = lake.curated_keys(ctx.lake, spec.name)
     if not keys:
         raise ValueError(f"no curated data for spec {spec.name!r} yet: ingest and validate deliveries first")
-    frame = pd.concat([read_lake_parquet(ctx.lake, k, ctx.workdir) for k in keys], ignore_index=True)
+    frame = pd.concat([lake.read_parquet(ctx.lake, k, ctx.workdir) for k in keys], ignore_index=True)
     labelled = frame[frame[spec.target.name].notna()].sort_values([spec.event_time, *spec.entity_key])
     splits = split.time_split(labelled, spec.event_time, (spec.split.train, spec.split.validation, spec.split.test))
     problems = split.check_leakage(splits, spec)
@@ -396,12 +315,12 @@ def split_dataset(ctx: StageContext) -> dict[str, Any]:
         digest.update(pd.util.hash_pandas_object(splits[name], index=False).to_numpy().tobytes())
     digest.update(spec.fingerprint().encode())
     version_id = digest.hexdigest()[:16]
-    prefix = dataset_prefix(spec.name, version_id)
+    prefix = lake.dataset(spec.name, version_id)
     out: dict[str, Any] = {"spec": spec.name, "version_id": version_id, "run_id": ctx.run_id,
                            "spec_version": spec.fingerprint(), "wrangle_params": params, "splits": {}}
     for name in split.SPLITS:
         part = wrangle.apply_wrangle(splits[name], spec, params)
-        uri = write_parquet(ctx.lake, f"{prefix}/{name}.parquet", part, ctx.workdir)
+        uri = lake.write_parquet(ctx.lake, lake.dataset_split(spec.name, version_id, name), part, ctx.workdir)
         ts = part[spec.event_time]
         out["splits"][name] = {"uri": uri, "rows": len(part), "start": ts.min(), "end": ts.max(),
                                "positive_rate": float(part[spec.target.name].astype("float64").mean()),
@@ -409,12 +328,12 @@ def split_dataset(ctx: StageContext) -> dict[str, Any]:
                                    part, index=False).to_numpy().tobytes()).hexdigest()}
     out["frozen_holdout"] = "test"
     train_profile = profile.profile_frame(splits["train"], label=spec.target.name)
-    out["profile_uri"] = _put_json(ctx.lake, f"{prefix}/profile_train.json", train_profile)
+    out["profile_uri"] = lake.put_json(ctx.lake, f"{prefix}/profile_train.json", train_profile)
     ctx.lake.put_bytes(profile.render_profile_html(train_profile, f"{spec.name}: training split").encode(),
                        f"{prefix}/profile_train.html")
-    _put_json(ctx.lake, f"{prefix}/wrangle_params.json", params)
-    manifest_uri = _put_json(ctx.lake, f"{prefix}/manifest.json", out)
-    _put_json(ctx.lake, f"datasets/{spec.name}/current.json", {"version_id": version_id, "manifest_uri": manifest_uri})
+    lake.put_json(ctx.lake, f"{prefix}/wrangle_params.json", params)
+    manifest_uri = lake.put_json(ctx.lake, lake.dataset_manifest(spec.name, version_id), out)
+    lake.put_json(ctx.lake, lake.current_dataset(spec.name), {"version_id": version_id, "manifest_uri": manifest_uri})
     warehouse.record_dataset_version(ctx.engine, {
         "spec_name": spec.name, "version_id": version_id, "run_id": ctx.run_id, "created_at": warehouse.now(),
         "manifest_uri": manifest_uri, **{f"{n}_rows": out["splits"][n]["rows"] for n in split.SPLITS},

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from flightdeck.core import registry
+from flightdeck.core.context import StageContext
 from flightdeck.core.errors import Rejected
 from flightdeck.core.registry import CHAMPION, PREVIOUS_CHAMPION, alias_version
-from flightdeck.data.runners import StageContext
 from flightdeck.training import features
 from flightdeck.training import pipeline as training
 

@@ -23,9 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flightdeck.core import warehouse
+from flightdeck.core import lake, warehouse
 from flightdeck.core.spec import parse_duration
-from flightdeck.data.runners import raw_key
 from flightdeck.gates import rubric
 from flightdeck.gates.candidate import (  # noqa: F401
     Candidate,
@@ -197,7 +196,7 @@ def check_privacy(cand: Candidate) -> CheckResult:
         if not columns:
             continue
         with tempfile.TemporaryDirectory(dir=ctx.workdir) as tmp:
-            local = ctx.lake.download(raw_key(spec.name, batch["source"], batch["batch_id"], batch["file_name"]),
+            local = ctx.lake.download(lake.raw(spec.name, batch["source"], batch["batch_id"], batch["file_name"]),
                                       Path(tmp) / batch["file_name"])
             raw = pd.read_csv(local, usecols=lambda c, keep=tuple(columns): c in keep, dtype=str)
         files += 1

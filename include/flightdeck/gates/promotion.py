@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,10 +20,11 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from flightdeck.core import warehouse
+from flightdeck.core import lake, warehouse
+from flightdeck.core.context import StageContext
 from flightdeck.core.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, alias_version
 from flightdeck.core.spec import parse_duration
-from flightdeck.data.runners import StageContext
+from flightdeck.core.values import safe_name
 from flightdeck.gates import rubric
 from flightdeck.gates.checks import (
     Candidate,
@@ -196,10 +196,6 @@ def resolve_version(ctx: StageContext, version: str | None) -> str:
     return found
 
 
-def _safe(run_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
-
-
 def judge_version(ctx: StageContext, version: str | None = None, run_type: str = "manual",
                   min_ml_test_score: float = 0.0) -> dict[str, Any]:
     """Run the checks and gates on a version and write evidence, gate results and the report.
@@ -230,12 +226,14 @@ def judge_version(ctx: StageContext, version: str | None = None, run_type: str =
                                         "the promotion gate ran: " + ("every hard gate passed" if hard_ok else
                                                                       "hard gates failed: " + ", ".join(
                                                                           g.gate for g in gates if not g.passed)))
-        prefix = f"reports/{spec.name}/gates/v{version}/{_safe(ctx.run_id)}"
+        def report_key(file_name: str = "report.html") -> str:
+            return lake.gate_report(spec.name, version, ctx.run_id, file_name)
+
         records = [rubric.Evidence(
             test_id=t, mode="automated", outcome=r.outcome, model_name=name, model_version=version,
             run_id=ctx.run_id, dag_id=ctx.dag_id, run_type=_run_type(run_type), code_version=code,
             checked_at=checked_at, valid_until=valid_until, metrics=r.metrics, threshold=r.threshold,
-            artifact_uri=ctx.lake.uri(f"{prefix}/{r.artifact or 'report.html'}"),
+            artifact_uri=ctx.lake.uri(report_key(r.artifact or "report.html")),
             detail=r.detail) for t, r in checks.items()]
         warehouse.replace_rows(ctx.engine, warehouse.test_evidence,
                                {"model_name": name, "model_version": version, "run_id": ctx.run_id},
@@ -274,11 +272,11 @@ def judge_version(ctx: StageContext, version: str | None = None, run_type: str =
                                                         default=rubric._json_default))
         (out_dir / "report.html").write_text(render_html(report))
         for path in out_dir.iterdir():
-            ctx.lake.put_file(path, f"{prefix}/{path.name}")
+            ctx.lake.put_file(path, report_key(path.name))
         registry_client(ctx).log_artifacts(cand.training_run_id, str(out_dir),
-                                           artifact_path=f"gates/{_safe(ctx.run_id)}")
-    verdict["report_uri"] = ctx.lake.uri(f"{prefix}/report.html")
-    verdict["report_json_uri"] = ctx.lake.uri(f"{prefix}/report.json")
+                                           artifact_path=f"gates/{safe_name(ctx.run_id)}")
+    verdict["report_uri"] = ctx.lake.uri(report_key())
+    verdict["report_json_uri"] = ctx.lake.uri(report_key("report.json"))
     log.info("\n%s", summary(card, gates, verdict))
     return verdict
 

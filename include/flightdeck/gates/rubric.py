@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 import yaml
 
+from flightdeck.core.values import utc
+
 Section = Literal["data", "model", "infra", "monitor"]
 Mode = Literal["automated", "manual"]
 Outcome = Literal["pass", "fail", "not_run", "error"]
@@ -137,7 +139,7 @@ class Evidence:
     def to_row(self) -> dict[str, Any]:
         row = asdict(self)
         row["section"] = self.section
-        row["checked_at"], row["valid_until"] = _utc(self.checked_at), _utc(self.valid_until)
+        row["checked_at"], row["valid_until"] = utc(self.checked_at), utc(self.valid_until)
         row["metrics"] = json.dumps(self.metrics, default=_json_default, sort_keys=True)
         row["threshold"] = json.dumps(self.threshold, default=_json_default, sort_keys=True)
         return row
@@ -147,7 +149,7 @@ class Evidence:
         values = {k: row[k] for k in ("test_id", "mode", "outcome", "model_name", "model_version", "run_id",
                                       "dag_id", "run_type", "code_version", "checked_at", "valid_until",
                                       "artifact_uri", "detail")}
-        values["checked_at"], values["valid_until"] = _utc(values["checked_at"]), _utc(values["valid_until"])
+        values["checked_at"], values["valid_until"] = utc(values["checked_at"]), utc(values["valid_until"])
         values["detail"] = values["detail"] or ""
         return cls(**values, metrics=json.loads(row["metrics"] or "{}"),
                    threshold=json.loads(row["threshold"] or "{}"))
@@ -157,11 +159,6 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     return str(value)
-
-
-def _utc(value: datetime) -> datetime:
-    """Aware in UTC: naive values (SQLite drops the offset) are UTC already."""
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def credit(ev: Evidence, at: datetime) -> float:

@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import re
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from flightdeck.core.settings import Settings
+from flightdeck.core.values import jsonable, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +75,7 @@ class Alert:
             "check": self.check,
             "severity": self.severity,
             "summary": self.summary,
-            "figures": _jsonable(dict(self.figures)),
+            "figures": jsonable(dict(self.figures)),
             "run_id": self.run_id,
             "dag_id": self.dag_id,
             "raised_at": self.raised_at.isoformat(),
@@ -103,7 +102,7 @@ def deliver_alerts(alerts: Sequence[Alert], settings: Settings) -> dict[str, Any
                 alert.check, alert.run_id, alert.summary)
     errors = []
     for spec_name, lines in _lines_by_spec(records).items():
-        path = settings.home / "alerts" / f"{_file_safe(spec_name)}.jsonl"
+        path = settings.home / "alerts" / f"{safe_name(spec_name)}.jsonl"
         try:
             _append_lines(path, lines)
         except OSError as exc:
@@ -182,33 +181,6 @@ def _redacted(url: str) -> str:
         return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}/..."
     except ValueError:
         return "<unparsable URL>"
-
-
-def _file_safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".") or "_"
-
-
-def _jsonable(value: Any) -> Any:
-    """Turn figures into plain JSON types: NaN/inf to None, numpy scalars to Python, dates to ISO text."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, str | int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if hasattr(value, "tolist"):  # numpy scalars and arrays
-        return _jsonable(value.tolist())
-    if isinstance(value, Path):
-        return str(value)
-    try:
-        number = float(value)  # Decimal and friends
-    except (TypeError, ValueError):
-        return str(value)
-    return number if math.isfinite(number) else None
 
 
 def severity_of(figure: Mapping[str, Any]) -> str:

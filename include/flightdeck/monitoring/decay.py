@@ -12,10 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flightdeck.core import warehouse
+from flightdeck.core import lake, warehouse
+from flightdeck.core.context import StageContext
 from flightdeck.core.spec import parse_duration
-from flightdeck.data import runners
-from flightdeck.data.runners import StageContext
 from flightdeck.monitoring import realised
 from flightdeck.monitoring.figures import Figure, status_of
 from flightdeck.monitoring.inputs import ModelCache, key_frame, read_curated, read_predictions
@@ -32,10 +31,10 @@ def labels_of(ctx: StageContext, partition: str) -> pd.DataFrame:
     for batch in warehouse.list_batches(ctx.engine, ctx.name, statuses=("validated", "curated"), source=source):
         if batch["batch_date"] != partition:
             continue
-        key = runners.staged_key(ctx.name, source, batch["batch_id"])
+        key = lake.staged(ctx.name, source, batch["batch_id"])
         if not ctx.lake.exists(key):
             continue
-        frame = runners.read_lake_parquet(ctx.lake, key, ctx.workdir)
+        frame = lake.read_parquet(ctx.lake, key, ctx.workdir)
         frame["_batch_id"] = batch["batch_id"]
         frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -29,7 +29,8 @@ from sqlalchemy.engine import Engine
 
 from flightdeck.core import registry, warehouse
 from flightdeck.core.settings import REPO_ROOT, Settings
-from flightdeck.core.spec import load_spec
+from flightdeck.core.spec import spec_named
+from flightdeck.core.values import jsonable, utc
 from flightdeck.serving import predictions
 
 # quality alerts: realised quality fell (decay), scores broke (stability), features diverged (skew).
@@ -46,13 +47,6 @@ DEFINITIONS = {
 }
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    """``value`` as an aware UTC datetime (naive values, as SQLite returns them, are taken as UTC)."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 # ---------------------------------------------------------------- the events
 @dataclass(frozen=True)
 class Promotion:
@@ -66,7 +60,7 @@ class Promotion:
 
     def __post_init__(self) -> None:
         for name in ("promoted_at", "data_arrived_at", "committed_at", "serving_at"):
-            object.__setattr__(self, name, _utc(getattr(self, name)))
+            object.__setattr__(self, name, utc(getattr(self, name)))
 
 
 @dataclass(frozen=True)
@@ -78,7 +72,7 @@ class Rollback:
     restored: str | None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "at", _utc(self.at))
+        object.__setattr__(self, "at", utc(self.at))
 
 
 @dataclass(frozen=True)
@@ -91,7 +85,7 @@ class QualityAlert:
     detail: str = ""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "at", _utc(self.at))
+        object.__setattr__(self, "at", utc(self.at))
 
 
 Move = Promotion | Rollback
@@ -142,15 +136,14 @@ def _human(value: timedelta) -> str:
 
 
 def _jsonable(value: Any) -> Any:
+    """:func:`flightdeck.core.values.jsonable`, with durations as seconds and their readable text."""
     if isinstance(value, timedelta):
         return {"seconds": value.total_seconds(), "text": _human(value)}
-    if isinstance(value, datetime):
-        return value.isoformat()
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
-    return value
+    return jsonable(value)
 
 
 def _when(value: datetime | None) -> str:
@@ -337,7 +330,7 @@ def compute_delivery_metrics(promotions: Sequence[Promotion], rollbacks: Sequenc
           The rate is ``None`` when the period has no promotions.
     """
     moves, _ = _alias_moves(promotions, rollbacks)
-    start, end = _utc(start), _utc(end)
+    start, end = utc(start), utc(end)
     times = [p.promoted_at for p in promotions] + [r.at for r in rollbacks] + [a.at for a in alerts]
     if start is not None and end is not None and end < start:
         raise ValueError(f"period end {end:%Y-%m-%d %H:%M} is before its start {start:%Y-%m-%d %H:%M}")
@@ -446,14 +439,14 @@ def _data_arrival(engine: Engine, spec_name: str, snapshot: str | None, register
         return None
     d, c = warehouse.dataset_versions, warehouse.catalog
     with engine.connect() as conn:
-        created = _utc(conn.execute(sa.select(d.c.created_at).where(
+        created = utc(conn.execute(sa.select(d.c.created_at).where(
             d.c.spec_name == spec_name, d.c.version_id == snapshot)).scalar())
         if created is None:
             return None
         bound = min(created, registered_at) if registered_at is not None else created
         newest = conn.execute(sa.select(sa.func.max(c.c.received_at)).where(
             c.c.spec_name == spec_name, c.c.status == "curated", c.c.received_at <= bound)).scalar()
-    return _utc(newest)
+    return utc(newest)
 
 
 _COMMIT = re.compile(r"[^+]*\+([0-9a-f]{7,40})(?:\.dirty)?")
@@ -473,7 +466,7 @@ def commit_time(code_version: str | None) -> datetime | None:
     if out.returncode != 0 or not text:
         return None
     try:
-        return _utc(datetime.fromisoformat(text))
+        return utc(datetime.fromisoformat(text))
     except ValueError:
         return None
 
@@ -490,7 +483,7 @@ def load_delivery_events(settings: Settings, spec_name: str
     curated delivery received by the time the dataset version was published and the model
     version registered. Its ``flightdeck.code_version`` tag gives the commit, dated by git.
     """
-    spec = load_spec(settings.specs_dir / f"{spec_name}.yaml")
+    spec = spec_named(settings.specs_dir, spec_name)
     name = spec.registered_model_name
     engine = warehouse.connect(settings.warehouse_url)
     rows = warehouse.select_rows(engine, warehouse.promotions, {"spec_name": spec.name, "model_name": name},

@@ -7,8 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from flightdeck.data import drift, runners
-from flightdeck.data.runners import StageContext
+from flightdeck.core import lake
+from flightdeck.core.context import StageContext
+from flightdeck.data import drift
 from flightdeck.monitoring.figures import Figure, status_of
 from flightdeck.monitoring.inputs import DRIFT_ROWS, REFERENCE_ROWS
 from flightdeck.serving.champion import ServingModel
@@ -16,18 +17,18 @@ from flightdeck.serving.champion import ServingModel
 
 def reference_sample(ctx: StageContext, model: ServingModel) -> pd.DataFrame:
     """Features and scores of a sample of the version's training split, cached in the lake per version."""
-    key = f"monitoring/{ctx.name}/reference/v{model.version}.parquet"
+    key = lake.reference(ctx.name, model.version)
     if ctx.lake.exists(key):
-        return runners.read_lake_parquet(ctx.lake, key, ctx.workdir)
+        return lake.read_parquet(ctx.lake, key, ctx.workdir)
     dataset = model.resolved.dataset_version
-    train = runners.read_lake_parquet(ctx.lake, f"{runners.dataset_prefix(ctx.name, dataset)}/train.parquet",
+    train = lake.read_parquet(ctx.lake, lake.dataset_split(ctx.name, dataset, "train"),
                                       ctx.workdir)
     if len(train) > REFERENCE_ROWS:
         train = train.sample(REFERENCE_ROWS, random_state=ctx.spec.training.seed)
     X = model.feature_matrix(train)
     sample = X.copy()
     sample["_score"] = model.predict_matrix(X)
-    runners.write_parquet(ctx.lake, key, sample, ctx.workdir)
+    lake.write_parquet(ctx.lake, key, sample, ctx.workdir)
     return sample
 
 

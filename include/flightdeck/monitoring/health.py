@@ -16,8 +16,9 @@ import pandas as pd
 import sqlalchemy as sa
 
 from flightdeck.core import registry, warehouse
+from flightdeck.core.context import StageContext
 from flightdeck.core.spec import parse_duration
-from flightdeck.data.runners import StageContext
+from flightdeck.core.values import utc
 from flightdeck.monitoring.figures import Figure, status_of
 from flightdeck.serving import predictions
 from flightdeck.serving.champion import ServingModel
@@ -92,7 +93,7 @@ def check_staleness(ctx: StageContext, champion: ServingModel, as_of: str) -> li
     batches = warehouse.list_batches(ctx.engine, ctx.name, source=spec.features_source_name,
                                      statuses=("curated",))
     if batches:
-        newest = max(_utc(b["received_at"]) for b in batches)
+        newest = max(utc(b["received_at"]) for b in batches)
         hours = (warehouse.now() - newest).total_seconds() / 3600
         newest_date = max((b["batch_date"] for b in batches if b["batch_date"]), default=None)
         figures.append(Figure("staleness", "input_age_hours", hours,
@@ -103,10 +104,6 @@ def check_staleness(ctx: StageContext, champion: ServingModel, as_of: str) -> li
         figures.append(Figure("staleness", "input_age_hours", None, "alert", max_input.total_seconds() / 3600,
                               partition=as_of, window="run", model_version=v, detail={"why": "no curated input"}))
     return figures
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _registry_created(ctx: StageContext, version: str) -> datetime | None:
@@ -132,11 +129,11 @@ def check_performance(ctx: StageContext, as_of: str) -> list[Figure]:
     runs = [r for r in predictions.list_runs(ctx.engine, ctx.name) if r["status"] == "published"
             and r["finished_at"] is not None and (r["rows"] or 0) > 0]
     per_run: dict[str, dict[str, float]] = {}
-    for r in sorted(runs, key=lambda r: _utc(r["started_at"])):
+    for r in sorted(runs, key=lambda r: utc(r["started_at"])):
         agg = per_run.setdefault(r["run_id"], {"rows": 0.0, "seconds": 0.0, "peak_rss_mb": 0.0,
-                                               "started": _utc(r["started_at"]).timestamp()})
+                                               "started": utc(r["started_at"]).timestamp()})
         agg["rows"] += r["rows"]
-        agg["seconds"] += max((_utc(r["finished_at"]) - _utc(r["started_at"])).total_seconds(), 1e-3)
+        agg["seconds"] += max((utc(r["finished_at"]) - utc(r["started_at"])).total_seconds(), 1e-3)
         resources = json.loads(r["details"] or "{}").get("resources") or {}
         agg["peak_rss_mb"] = max(agg["peak_rss_mb"], float(resources.get("peak_rss_mb") or 0.0))
     ordered = sorted(per_run.items(), key=lambda kv: kv[1]["started"])

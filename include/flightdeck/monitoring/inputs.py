@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from flightdeck.data import runners
-from flightdeck.data.runners import StageContext
+from flightdeck.core import lake
+from flightdeck.core.context import StageContext
 from flightdeck.serving import predictions
 from flightdeck.serving.champion import ServingModel, load_serving_model
 
@@ -61,10 +61,10 @@ def read_prediction_sample(ctx: StageContext, partition: str, rows: int) -> pd.D
 
 
 def read_curated(ctx: StageContext, partition: str) -> pd.DataFrame | None:
-    key = runners.curated_key(ctx.name, partition)
+    key = lake.curated(ctx.name, partition)
     if not ctx.lake.exists(key):
         return None
-    return runners.read_lake_parquet(ctx.lake, key, ctx.workdir)
+    return lake.read_parquet(ctx.lake, key, ctx.workdir)
 
 
 def key_frame(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:

@@ -37,9 +37,9 @@ import pandas as pd
 import sqlalchemy as sa
 
 from flightdeck.core import warehouse
+from flightdeck.core.context import StageContext
 from flightdeck.core.errors import NothingToDo
 from flightdeck.core.spec import parse_duration
-from flightdeck.data.runners import StageContext
 
 # the checks live one family per module; their public names stay importable from here
 from flightdeck.monitoring.decay import (  # noqa: F401

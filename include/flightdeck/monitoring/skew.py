@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flightdeck.core import warehouse
-from flightdeck.data import ingest, runners
-from flightdeck.data.runners import StageContext
+from flightdeck.core import lake, warehouse
+from flightdeck.core.context import StageContext
+from flightdeck.data import ingest
 from flightdeck.monitoring.figures import Figure, status_of
 from flightdeck.monitoring.inputs import key_frame
 from flightdeck.serving.champion import ServingModel
@@ -32,7 +32,7 @@ def raw_partition_rows(ctx: StageContext, partition: str, only: pd.DataFrame | N
             continue
         rules = ingest.RowRules(batch_id=batch["batch_id"], batch_date=ingest.batch_date_of(source, batch["file_name"]),
                                 received_at=batch["received_at"])
-        local = ctx.lake.download(runners.raw_key(ctx.name, source_name, batch["batch_id"], batch["file_name"]),
+        local = ctx.lake.download(lake.raw(ctx.name, source_name, batch["batch_id"], batch["file_name"]),
                                   ctx.workdir / f"skew-{batch['batch_id'][:16]}-{batch['file_name']}")
         try:
             offset = 1

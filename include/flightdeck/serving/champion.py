@@ -29,15 +29,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
-from flightdeck.core import registry
+from flightdeck.core import lake, registry
 from flightdeck.core.errors import NothingToDo, Rejected
 from flightdeck.core.registry import CHAMPION, PREVIOUS_CHAMPION, PROMOTED, RegistryError
 from flightdeck.core.settings import Settings
-from flightdeck.core.spec import DatasetSpec, load_spec, parse_duration
+from flightdeck.core.spec import DatasetSpec, parse_duration, spec_named
 from flightdeck.core.storage import Store, open_store
-from flightdeck.data import ingest, runners, wrangle
+from flightdeck.data import ingest, wrangle
 from flightdeck.training import features
 
 log = logging.getLogger(__name__)
@@ -122,32 +121,23 @@ def resolve_model(spec: DatasetSpec, settings: Settings, alias: str = CHAMPION,
 
 
 # ---------------------------------------------------------------- training-time state
-def read_dataset_manifest(lake: Store, spec_name: str, version_id: str) -> dict[str, Any]:
-    key = f"{runners.dataset_prefix(spec_name, version_id)}/manifest.json"
-    if not lake.exists(key):
-        raise FileNotFoundError(f"dataset manifest {lake.uri(key)} not found")
-    return dict(json.loads(lake.read_bytes(key)))
+def read_dataset_manifest(store: Store, spec_name: str, version_id: str) -> dict[str, Any]:
+    key = lake.dataset_manifest(spec_name, version_id)
+    if not store.exists(key):
+        raise FileNotFoundError(f"dataset manifest {store.uri(key)} not found")
+    return dict(json.loads(store.read_bytes(key)))
 
 
-def _read_columns(lake: Store, key: str, columns: list[str], workdir: Path) -> pd.DataFrame:
-    if hasattr(lake, "path"):
-        path = lake.path(key)
-        names = pq.ParquetFile(path).schema_arrow.names
-        return pq.read_table(path, columns=[c for c in columns if c in names]).to_pandas()
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        local = lake.download(key, Path(tmp) / "data.parquet")
-        names = pq.ParquetFile(local).schema_arrow.names
-        return pq.read_table(local, columns=[c for c in columns if c in names]).to_pandas()
 
 
-def training_prior(lake: Store, spec: DatasetSpec, manifest: dict[str, Any], window_param: str | None,
+def training_prior(store: Store, spec: DatasetSpec, manifest: dict[str, Any], window_param: str | None,
                    workdir: Path) -> float:
     """The positive rate of the training split the model saw (the training window narrows it)."""
     start, _, end = (window_param or "..").partition("..")
     if not start and not end:
         return float(manifest["splits"]["train"]["positive_rate"])
-    key = f"{runners.dataset_prefix(spec.name, manifest['version_id'])}/train.parquet"
-    frame = _read_columns(lake, key, [spec.event_time, spec.target.name], workdir)
+    key = lake.dataset_split(spec.name, manifest["version_id"], "train")
+    frame = lake.read_parquet(store, key, workdir, columns=[spec.event_time, spec.target.name])
     from flightdeck.training.pipeline import window_bounds
 
     lo, hi = window_bounds(start or None, end or None, spec.timezone)
@@ -164,7 +154,7 @@ def history_columns(spec: DatasetSpec) -> list[str]:
     return list(dict.fromkeys([*by, spec.event_time, spec.target.name]))
 
 
-def load_history(lake: Store, spec: DatasetSpec, params: dict[str, Any], workdir: Path) -> pd.DataFrame:
+def load_history(store: Store, spec: DatasetSpec, params: dict[str, Any], workdir: Path) -> pd.DataFrame:
     """All labelled curated rows (only the columns the history features read), wrangled like training.
 
     The history features only use outcomes known (``label_delay`` after the event) before
@@ -173,8 +163,7 @@ def load_history(lake: Store, spec: DatasetSpec, params: dict[str, Any], workdir
     columns = history_columns(spec)
     if not spec.training.history:
         return pd.DataFrame(columns=columns)
-    keys = sorted(o.key for o in lake.list(f"curated/{spec.name}/") if o.key.endswith(".parquet"))
-    frames = [_read_columns(lake, k, columns, workdir) for k in keys]
+    frames = [lake.read_parquet(store, k, workdir, columns=columns) for k in lake.curated_keys(store, spec.name)]
     frames = [f[f[spec.target.name].notna()] for f in frames if len(f)]
     if not frames:
         return pd.DataFrame(columns=columns)
@@ -344,7 +333,7 @@ def load_serving_model(spec: DatasetSpec | str, settings: Settings, *, alias: st
         ChampionLoadError: the version (named) cannot be loaded, or its dataset version is gone.
     """
     if isinstance(spec, str):
-        spec = load_spec(settings.specs_dir / f"{spec}.yaml")
+        spec = spec_named(settings.specs_dir, spec)
     workdir = workdir or Path(tempfile.gettempdir())
     resolved = resolve_model(spec, settings, alias=alias, version=version, require_promoted=require_promoted)
     import mlflow.pyfunc
@@ -357,18 +346,18 @@ def load_serving_model(spec: DatasetSpec | str, settings: Settings, *, alias: st
     except Exception as exc:  # noqa: BLE001 - any failure to load is the same failure to the caller
         raise ChampionLoadError(f"cannot load {resolved.name} version {resolved.version} "
                                 f"({resolved.model_uri}, @{resolved.alias}): {type(exc).__name__}: {exc}") from exc
-    lake = open_store(settings.lake_uri, settings.s3_endpoint_url)
+    store = open_store(settings.lake_uri, settings.s3_endpoint_url)
     if not resolved.dataset_version:
         raise ChampionLoadError(f"{resolved.name} version {resolved.version} has no flightdeck.data_snapshot tag: "
                                 "its wrangling parameters are unknown")
     try:
-        manifest = read_dataset_manifest(lake, spec.name, resolved.dataset_version)
+        manifest = read_dataset_manifest(store, spec.name, resolved.dataset_version)
     except FileNotFoundError as exc:
         raise ChampionLoadError(f"{resolved.name} version {resolved.version}: {exc}") from None
     params = manifest["wrangle_params"]
-    prior = training_prior(lake, spec, manifest, resolved.tags.get("flightdeck.window_param"), workdir)
+    prior = training_prior(store, spec, manifest, resolved.tags.get("flightdeck.window_param"), workdir)
     pii_key = pii_key or settings.resolve_pseudonymisation_key()
     references = features.load_references(spec, pii_key)
-    history = load_history(lake, spec, params, workdir)
+    history = load_history(store, spec, params, workdir)
     log.info("loaded %s (@%s): prior %.4f, %d history rows", resolved.model_uri, resolved.alias, prior, len(history))
     return ServingModel(spec, resolved, python_model, params, references, history, prior, pii_key)

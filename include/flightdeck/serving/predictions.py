@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from flightdeck.core import warehouse
+from flightdeck.core.schema import ARROW_TYPES
 from flightdeck.core.spec import DatasetSpec, check_identifier
 
 PARTITION = "partition_date"
@@ -40,10 +41,6 @@ RUN_STATUSES = ("running", "published", "failed", "invalid")
 _SQL_TYPES: dict[str, Any] = {
     "int": sa.BigInteger, "float": sa.Float, "category": sa.Text, "string": sa.Text,
     "timestamp": lambda: sa.DateTime(timezone=True), "bool": sa.Boolean,
-}
-_ARROW_TYPES: dict[str, pa.DataType] = {
-    "int": pa.int64(), "float": pa.float64(), "category": pa.string(), "string": pa.string(),
-    "timestamp": pa.timestamp("us", tz="UTC"), "bool": pa.bool_(),
 }
 
 # the scoring runs live with the other warehouse tables (one schema, migrated together)
@@ -76,7 +73,7 @@ class PredictionTable:
 
     @property
     def arrow_schema(self) -> pa.Schema:
-        fields = [pa.field(k, _ARROW_TYPES[t]) for k, t in zip(self.keys, self.key_types, strict=True)]
+        fields = [pa.field(k, ARROW_TYPES[t]) for k, t in zip(self.keys, self.key_types, strict=True)]
         return pa.schema([*fields, pa.field(PARTITION, pa.string()), pa.field("score", pa.float64()),
                           pa.field("label", pa.int8()), pa.field("model_name", pa.string()),
                           pa.field("model_version", pa.string()), pa.field("run_id", pa.string()),

@@ -28,11 +28,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flightdeck.core import warehouse
+from flightdeck.core import lake, warehouse
+from flightdeck.core.context import StageContext
 from flightdeck.core.settings import Settings
-from flightdeck.core.spec import load_spec, parse_duration
-from flightdeck.data import runners, validate
-from flightdeck.data.runners import StageContext
+from flightdeck.core.spec import parse_duration, spec_named
+from flightdeck.core.values import safe_name
+from flightdeck.data import validate
 from flightdeck.serving import predictions
 from flightdeck.serving.champion import (
     ChampionLoadError,
@@ -87,12 +88,11 @@ def champion_moved(waiting_with: str, champion: str | None) -> bool:
 # ---------------------------------------------------------------- which partitions
 def curated_partitions(ctx: StageContext) -> dict[str, str]:
     """Batch date -> fingerprint (size and modification time) of every curated partition."""
-    prefix = f"curated/{ctx.name}/"
     out = {}
-    for obj in ctx.lake.list(prefix):
-        rel = obj.key[len(prefix):]
-        if rel.startswith("batch_date=") and rel.endswith("/data.parquet"):
-            out[rel[len("batch_date="):-len("/data.parquet")]] = f"{obj.size}:{obj.modified.isoformat()}"
+    for obj in ctx.lake.list(lake.curated_prefix(ctx.name)):
+        day = lake.curated_date(ctx.name, obj.key)
+        if day is not None:
+            out[day] = f"{obj.size}:{obj.modified.isoformat()}"
     return out
 
 
@@ -157,7 +157,7 @@ def validate_partition(ctx: StageContext, pf: pq.ParquetFile, partition: str) ->
     chunks = (b.to_pandas() for b in pf.iter_batches(batch_size=ctx.settings.chunk_rows, columns=columns))
     report = validate.validate_chunks(chunks, expectations)
     report.update(partition=partition, run_id=ctx.run_id)
-    key = runners.report_key(ctx.name, "serving_validations", f"{partition}-{_safe(ctx.run_id)}", "json")
+    key = lake.report(ctx.name, "serving_validations", f"{partition}-{safe_name(ctx.run_id)}", "json")
     uri = ctx.lake.put_bytes(json.dumps(report, indent=2, default=str, sort_keys=True).encode(), key)
     return {"success": report["success"], "rows": report["rows"], "hard_failures": len(report["hard_failures"]),
             "warnings": len(report["warnings"]), "report_uri": uri, "summary": validate.summarise_failures(report)}
@@ -168,10 +168,6 @@ def peak_rss_mb() -> float:
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-def _safe(run_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)[:120]
 
 
 def _spool_batches(path: Path, rows: int = 200_000) -> Iterator[pa.Table]:
@@ -199,7 +195,7 @@ def score_partition(ctx: StageContext, partition: str, version: str | None = Non
     """
     spec, engine = ctx.spec, ctx.engine
     check_partition(partition)
-    key = runners.curated_key(spec.name, partition)
+    key = lake.curated(spec.name, partition)
     started = warehouse.now()
     run: dict[str, Any] = {"run_id": ctx.run_id, predictions.PARTITION: partition, "started_at": started,
                            "input_uri": ctx.lake.uri(key), "model_name": spec.registered_model_name,
@@ -227,8 +223,7 @@ def score_partition(ctx: StageContext, partition: str, version: str | None = Non
     details: dict[str, Any] = model.describe()
     details.pop("features", None)
     run.update(model_version=model.version, model_name=model.resolved.name)
-    with tempfile.TemporaryDirectory(dir=ctx.workdir) as tmp:
-        local = ctx.lake.path(key) if hasattr(ctx.lake, "path") else ctx.lake.download(key, Path(tmp) / "in.parquet")
+    with tempfile.TemporaryDirectory(dir=ctx.workdir) as tmp, ctx.lake.local_copy(key, ctx.workdir) as local:
         pf = pq.ParquetFile(local)
         needed = model.required_columns()
         missing = [c for c in needed if c not in pf.schema_arrow.names]
@@ -312,7 +307,7 @@ def score_open_partitions(settings: Settings, spec_name: str, run_id: str | None
     For the CLI and the demo after the gates promoted a champion; the DAG does the same
     with one task per partition. Returns counts and an example lookup.
     """
-    spec = load_spec(settings.specs_dir / f"{spec_name}.yaml")
+    spec = spec_named(settings.specs_dir, spec_name)
     ctx = StageContext(spec, settings, run_id=run_id or f"manual__{warehouse.now():%Y%m%dT%H%M%S}",
                        dag_id="flightdeck-cli")
     model = load_model(ctx)
@@ -332,7 +327,7 @@ def score_open_partitions(settings: Settings, spec_name: str, run_id: str | None
 def lookup_predictions(settings: Settings, spec_name: str, key_pairs: Sequence[str] = (),
                        partition: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
     """What ``flightdeck lookup <spec> --key k=v ... | --partition YYYY-MM-DD`` prints."""
-    spec = load_spec(settings.specs_dir / f"{spec_name}.yaml")
+    spec = spec_named(settings.specs_dir, spec_name)
     engine = warehouse.connect(settings.warehouse_url)
     key = predictions.parse_key_args(spec, key_pairs)
     return predictions.lookup(engine, spec, key=key, partition=partition, limit=limit)
@@ -352,7 +347,7 @@ def format_predictions(rows: Sequence[dict[str, Any]], spec_name: str = "") -> s
 
 def demo_lines(settings: Settings, spec_name: str) -> list[str]:
     """What the demo prints after scoring: published partitions, an example lookup and its SQL."""
-    spec = load_spec(settings.specs_dir / f"{spec_name}.yaml")
+    spec = spec_named(settings.specs_dir, spec_name)
     engine = warehouse.connect(settings.warehouse_url)
     published = predictions.latest_published(engine, spec.name)
     if not published:

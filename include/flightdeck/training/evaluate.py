@@ -8,13 +8,14 @@ same length; nothing here fits or loads a model.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
+
+from flightdeck.core.values import jsonable
 
 MISSING = "<missing>"
 TOP_FEATURES = 25
@@ -174,10 +175,6 @@ def calibration_table(y_true: Any, proba: Any, bins: int = 10, strategy: str = "
     return table[CALIBRATION_COLUMNS]
 
 
-def _json_safe(metrics: dict[str, float]) -> dict[str, float | None]:
-    return {k: (float(v) if math.isfinite(v) else None) for k, v in metrics.items()}
-
-
 def write_evaluation_artifacts(out_dir: Path, y_true: Any, proba: Any, frame: pd.DataFrame, slice_columns: list[str],
                                feature_importance: dict[str, float] | None, title: str,
                                threshold: float = 0.5) -> dict[str, Path]:
@@ -273,7 +270,7 @@ def write_evaluation_artifacts(out_dir: Path, y_true: Any, proba: Any, frame: pd
     paths["calibration.csv"] = out_dir / "calibration.csv"
     calibration.to_csv(paths["calibration.csv"], index=False)
     paths["metrics.json"] = out_dir / "metrics.json"
-    paths["metrics.json"].write_text(json.dumps(_json_safe(metrics), indent=2, allow_nan=False) + "\n")
+    paths["metrics.json"].write_text(json.dumps(jsonable(metrics), indent=2, allow_nan=False) + "\n")
 
     if feature_importance is not None:
         importance = pd.DataFrame({"feature": list(feature_importance),

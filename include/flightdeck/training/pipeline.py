@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from flightdeck import __version__
-from flightdeck.core import registry, warehouse
+from flightdeck.core import lake, registry, warehouse
+from flightdeck.core.context import StageContext
 from flightdeck.core.errors import NothingToDo
 from flightdeck.core.settings import REPO_ROOT
-from flightdeck.data.runners import StageContext, read_lake_parquet
 from flightdeck.training import evaluate, features, train
 
 
@@ -52,11 +52,11 @@ def code_version() -> str:
 
 
 def current_dataset(ctx: StageContext) -> dict[str, Any]:
-    key = f"datasets/{ctx.name}/current.json"
+    key = lake.current_dataset(ctx.name)
     if not ctx.lake.exists(key):
         raise NoDatasetError(f"no dataset version for spec {ctx.name!r} yet: run the {ctx.name}_data DAG first")
     pointer = json.loads(ctx.lake.read_bytes(key))
-    manifest_key = f"datasets/{ctx.name}/{pointer['version_id']}/manifest.json"
+    manifest_key = lake.dataset_manifest(ctx.name, pointer["version_id"])
     return dict(json.loads(ctx.lake.read_bytes(manifest_key)))
 
 
@@ -70,8 +70,7 @@ def window_bounds(start: str | None, end: str | None, zone: str) -> tuple[pd.Tim
 def load_splits(ctx: StageContext, manifest: dict[str, Any],
                 window: tuple[str | None, str | None]) -> dict[str, pd.DataFrame]:
     """The dataset version's splits; a training window (inclusive local dates) narrows the train split only."""
-    prefix = f"datasets/{ctx.name}/{manifest['version_id']}"
-    splits = {n: read_lake_parquet(ctx.lake, f"{prefix}/{n}.parquet", ctx.workdir)
+    splits = {n: lake.read_parquet(ctx.lake, lake.dataset_split(ctx.name, manifest["version_id"], n), ctx.workdir)
               for n in ("train", "validation", "test")}
     start, end = window
     if start or end:
@@ -124,7 +123,7 @@ def prepare_data(ctx: StageContext, dataset: dict[str, Any], window: tuple[str |
 
 def dataset_manifest(ctx: StageContext, version_id: str) -> dict[str, Any]:
     """The manifest of one published dataset version."""
-    return dict(json.loads(ctx.lake.read_bytes(f"datasets/{ctx.name}/{version_id}/manifest.json")))
+    return dict(json.loads(ctx.lake.read_bytes(lake.dataset_manifest(ctx.name, version_id))))
 
 
 def parse_window_tag(tag: str | None) -> tuple[str | None, str | None]:
@@ -251,7 +250,7 @@ def train_model(ctx: StageContext, window: tuple[str | None, str | None] = (None
             (out / "batches.json").write_text(json.dumps(batches, indent=2, default=str))
             mlflow.log_artifact(str(out / "batches.json"), artifact_path="data_reports")
             for report in ("profile_train.json", "profile_train.html"):
-                key = f"datasets/{spec.name}/{dataset['version_id']}/{report}"
+                key = lake.dataset(spec.name, dataset["version_id"], report)
                 if ctx.lake.exists(key):
                     (out / report).write_bytes(ctx.lake.read_bytes(key))
                     mlflow.log_artifact(str(out / report), artifact_path="data_reports")

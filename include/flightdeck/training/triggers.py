@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from flightdeck.core import registry
-from flightdeck.data.runners import StageContext
+from flightdeck.core.context import StageContext
 
 RETRAIN_ASSET_SUFFIX = ".retrain"
 """The monitoring DAG's retrain Asset (``flightdeck://<spec>/retrain``, name ``<spec>.retrain``)."""
