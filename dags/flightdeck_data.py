@@ -10,11 +10,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
-from airflow.sdk import DAG
-from flightdeck.core.settings import Settings
-from flightdeck.core.spec import discover_specs
 from flightdeck_airflow.assets import curated_asset, training_data_asset
+from flightdeck_airflow.dags import flightdeck_specs, spec_dag
 from flightdeck_airflow.operators import (
     IngestDeliveriesOperator,
     ProfileBatchesOperator,
@@ -24,19 +21,14 @@ from flightdeck_airflow.operators import (
 )
 from flightdeck_airflow.sensors import LandingZoneSensor
 
-for spec in discover_specs(Settings.from_env().specs_dir):
-    with DAG(
-        dag_id=f"{spec.name}_data",
-        description=f"{spec.title}: ingest, profile, validate, wrangle, split",
+for spec in flightdeck_specs():
+    with spec_dag(
+        spec, "data",
+        description="ingest, profile, validate, wrangle, split",
         doc_md=__doc__ + f"\n\nSpec `{spec.name}` ({spec.fingerprint()}): {spec.description}",
         schedule=spec.schedule,
-        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-        catchup=False,
-        max_active_runs=1,
-        tags=["flightdeck", spec.name, "data"],
-        default_args={"owner": spec.owner, "retries": 2, "retry_delay": timedelta(minutes=1),
-                      "spec_name": spec.name},
-    ) as dag:
+        retries=2, retry_delay=timedelta(minutes=1),
+    ):
         wait = LandingZoneSensor(task_id="wait_for_deliveries", poke_interval=30,
                                  timeout=timedelta(hours=12).total_seconds(),
                                  doc_md="Deferrable wait for files in the landing zone; skips the run if none land.")
@@ -46,4 +38,3 @@ for spec in discover_specs(Settings.from_env().specs_dir):
         wrangle = WrangleBatchesOperator(task_id="wrangle", outlets=[curated_asset(spec.name)])
         split = SplitDatasetOperator(task_id="split", outlets=[training_data_asset(spec.name)])
         wait >> ingest >> profile >> validate >> wrangle >> split
-    globals()[dag.dag_id] = dag

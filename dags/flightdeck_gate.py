@@ -12,30 +12,23 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
-from airflow.sdk import DAG, Param
-from flightdeck.core.settings import Settings
-from flightdeck.core.spec import discover_specs
+from airflow.sdk import Param
 from flightdeck_airflow.assets import challenger_asset, champion_asset
+from flightdeck_airflow.dags import flightdeck_specs, spec_dag
 from flightdeck_airflow.gates import DecidePromotionOperator, JudgeChallengerOperator
 
-for spec in discover_specs(Settings.from_env().specs_dir):
-    with DAG(
-        dag_id=f"{spec.name}_gate",
-        description=f"{spec.title}: ML Test Score and champion/challenger promotion",
+for spec in flightdeck_specs():
+    with spec_dag(
+        spec, "gate",
+        description="ML Test Score and champion/challenger promotion",
         doc_md=__doc__ + f"\n\nRegistered model `{spec.registered_model_name}`; thresholds in the spec's `gates:`.",
         schedule=challenger_asset(spec.name),
-        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-        catchup=False,
-        max_active_runs=1,
-        tags=["flightdeck", spec.name, "gates"],
+        tag="gates",
+        retries=1, retry_delay=timedelta(minutes=2),
         params={"version": Param(None, type=["null", "string"],
                                  description="registered version to judge; empty: the challenger")},
-        default_args={"owner": spec.owner, "retries": 1, "retry_delay": timedelta(minutes=2),
-                      "spec_name": spec.name},
-    ) as dag:
+    ):
         judge = JudgeChallengerOperator(task_id="judge", version="{{ params.version or '' }}",
                                         execution_timeout=timedelta(hours=1))
         decide = DecidePromotionOperator(task_id="decide", outlets=[champion_asset(spec.name)])
         judge >> decide
-    globals()[dag.dag_id] = dag

@@ -16,38 +16,30 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
-from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param
-from flightdeck.core.settings import Settings
-from flightdeck.core.spec import discover_specs
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param
 from flightdeck_airflow.assets import curated_asset, retrain_asset, scored_asset
+from flightdeck_airflow.dags import flightdeck_specs, spec_dag
 from flightdeck_airflow.monitoring import MonitorModelOperator, RequestRetrainingOperator
 from flightdeck_airflow.notifiers import FlightDeckNotifier
 
-for spec in discover_specs(Settings.from_env().specs_dir):
-    with DAG(
-        dag_id=f"{spec.name}_monitoring",
-        description=f"{spec.title}: drift, skew, decay with late labels; retraining when quality falls",
+for spec in flightdeck_specs():
+    with spec_dag(
+        spec, "monitoring",
+        description="drift, skew, decay with late labels; retraining when quality falls",
         doc_md=__doc__ + f"\n\nSpec `{spec.name}` ({spec.fingerprint()}): retrains on "
                          f"{', '.join(spec.monitoring.retrain_on) or 'nothing'}, cooldown {spec.monitoring.cooldown}.",
         schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 21 * * *", timezone=spec.timezone),
                                      assets=scored_asset(spec.name) | curated_asset(spec.name)),
-        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-        catchup=False,
-        max_active_runs=1,
-        tags=["flightdeck", spec.name, "monitoring"],
+        retries=1, retry_delay=timedelta(minutes=2),
         params={
             "as_of": Param("", type="string", description="data date (YYYY-MM-DD) the run is about; "
                                                           "empty: the newest published partition"),
             "partitions": Param("", type="string",
                                 description="partitions to re-check (comma separated); empty: what changed"),
         },
-        default_args={"owner": spec.owner, "retries": 1, "retry_delay": timedelta(minutes=2),
-                      "spec_name": spec.name,
-                      "on_failure_callback": FlightDeckNotifier(check="monitoring_failed", severity="critical")},
-    ) as dag:
+        on_failure_callback=FlightDeckNotifier(check="monitoring_failed", severity="critical"),
+    ):
         monitor = MonitorModelOperator(task_id="monitor", as_of="{{ params.as_of }}",
                                        partitions="{{ params.partitions }}", execution_timeout=timedelta(hours=1))
         request = RequestRetrainingOperator(task_id="request_retraining", outlets=[retrain_asset(spec.name)])
         monitor >> request
-    globals()[dag.dag_id] = dag

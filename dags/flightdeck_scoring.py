@@ -17,11 +17,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
-from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param
-from flightdeck.core.settings import Settings
-from flightdeck.core.spec import discover_specs
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param
 from flightdeck_airflow.assets import champion_asset, curated_asset, scored_asset
+from flightdeck_airflow.dags import flightdeck_specs, spec_dag
 from flightdeck_airflow.scoring import (
     ResolveChampionOperator,
     ScorablePartitionsSensor,
@@ -31,18 +29,15 @@ from flightdeck_airflow.scoring import (
 
 VERSION = "{{ ti.xcom_pull(task_ids='champion')['model_version'] }}"
 
-for spec in discover_specs(Settings.from_env().specs_dir):
-    with DAG(
-        dag_id=f"{spec.name}_scoring",
-        description=f"{spec.title}: score open partitions with the champion into {spec.predictions_table}",
+for spec in flightdeck_specs():
+    with spec_dag(
+        spec, "scoring",
+        description=f"score open partitions with the champion into {spec.predictions_table}",
         doc_md=__doc__ + f"\n\nSpec `{spec.name}` ({spec.fingerprint()}): model `{spec.registered_model_name}"
                          f"@champion`, table `{spec.predictions_table}`, horizon {spec.serving.horizon}.",
         schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 20 * * *", timezone=spec.timezone),
                                      assets=champion_asset(spec.name) | curated_asset(spec.name)),
-        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-        catchup=False,
-        max_active_runs=1,
-        tags=["flightdeck", spec.name, "scoring"],
+        retries=2, retry_delay=timedelta(minutes=1),
         params={
             "partitions": Param("", type="string",
                                 description="backfill: partitions (YYYY-MM-DD, comma separated) to (re)score; "
@@ -50,9 +45,7 @@ for spec in discover_specs(Settings.from_env().specs_dir):
             "force": Param(False, type="boolean",
                            description="rescore open partitions already published by this version"),
         },
-        default_args={"owner": spec.owner, "retries": 2, "retry_delay": timedelta(minutes=1),
-                      "spec_name": spec.name},
-    ) as dag:
+    ):
         champion = ResolveChampionOperator(task_id="champion", execution_timeout=timedelta(minutes=30))
         wait = ScorablePartitionsSensor(task_id="wait_for_partitions", model_version=VERSION,
                                         partitions="{{ params.partitions }}", force="{{ params.force }}",
@@ -64,4 +57,3 @@ for spec in discover_specs(Settings.from_env().specs_dir):
         ).expand(partition=wait.output)
         report = ScoringReportOperator(task_id="report", outlets=[scored_asset(spec.name)])
         champion >> wait >> score >> report
-    globals()[dag.dag_id] = dag

@@ -14,25 +14,20 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
-from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param
-from flightdeck.core.settings import Settings
-from flightdeck.core.spec import discover_specs
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param
 from flightdeck_airflow.assets import challenger_asset, retrain_asset, training_data_asset
+from flightdeck_airflow.dags import flightdeck_specs, spec_dag
 from flightdeck_airflow.operators import RegisterModelOperator, TrainModelOperator
 
-for spec in discover_specs(Settings.from_env().specs_dir):
-    with DAG(
-        dag_id=f"{spec.name}_training",
-        description=f"{spec.title}: train, track and register a challenger",
+for spec in flightdeck_specs():
+    with spec_dag(
+        spec, "training",
+        description="train, track and register a challenger",
         doc_md=__doc__ + f"\n\nSpec `{spec.name}` ({spec.fingerprint()}), registered model "
                          f"`{spec.registered_model_name}`.",
         schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 4 * * 1", timezone="UTC"),
                                      assets=training_data_asset(spec.name) | retrain_asset(spec.name)),
-        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-        catchup=False,
-        max_active_runs=1,
-        tags=["flightdeck", spec.name, "training"],
+        retries=1, retry_delay=timedelta(minutes=2),
         params={
             "window_start": Param(None, type=["null", "string"], format="date",
                                   description="first day of the training window (YYYY-MM-DD); empty: all"),
@@ -41,12 +36,9 @@ for spec in discover_specs(Settings.from_env().specs_dir):
             "force": Param(False, type="boolean",
                            description="retrain even if a version was already trained on this dataset version"),
         },
-        default_args={"owner": spec.owner, "retries": 1, "retry_delay": timedelta(minutes=2),
-                      "spec_name": spec.name},
-    ) as dag:
+    ):
         train = TrainModelOperator(task_id="train", window_start="{{ params.window_start or '' }}",
                                    window_end="{{ params.window_end or '' }}", force="{{ params.force }}",
                                    execution_timeout=timedelta(hours=2))
         register = RegisterModelOperator(task_id="register", outlets=[challenger_asset(spec.name)])
         train >> register
-    globals()[dag.dag_id] = dag

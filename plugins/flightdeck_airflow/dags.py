@@ -1,0 +1,42 @@
+"""The one preamble of every FlightDeck DAG: its id, owner, tags, start date, retries and spec name."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG
+from flightdeck.core.settings import Settings
+from flightdeck.core.spec import DatasetSpec, discover_specs
+
+START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
+
+
+def flightdeck_specs() -> list[DatasetSpec]:
+    """Every spec of ``FLIGHTDECK_SPECS_DIR``: one DAG per spec and stage (parsing reads only YAML)."""
+    return discover_specs(Settings.from_env().specs_dir)
+
+
+def spec_dag(spec: DatasetSpec, stage: str, *, description: str, doc_md: str, schedule: Any,
+             tag: str | None = None, retries: int = 1, retry_delay: timedelta = timedelta(minutes=2),
+             params: dict[str, Any] | None = None, **default_args: Any) -> DAG:
+    """The DAG ``<spec>_<stage>``, registered with the DagBag when its ``with`` block ends (``auto_register``).
+
+    One run at a time, no catch-up; every task gets the spec's owner, ``retries`` and the
+    ``spec_name`` its operator needs.
+    """
+    return DAG(
+        dag_id=f"{spec.name}_{stage}",
+        description=f"{spec.title}: {description}",
+        doc_md=doc_md,
+        schedule=schedule,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        tags=["flightdeck", spec.name, tag or stage],
+        params=params or {},
+        default_args={"owner": spec.owner, "retries": retries, "retry_delay": retry_delay,
+                      "spec_name": spec.name, **default_args},
+        auto_register=True,
+    )
