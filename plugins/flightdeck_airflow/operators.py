@@ -39,9 +39,9 @@ class FlightDeckStageOperator(BaseOperator):
         self.pii_key_conn_id = pii_key_conn_id
 
     def stage_context(self, context: Context) -> Any:
+        from flightdeck.core.context import StageContext
         from flightdeck.core.settings import Settings
         from flightdeck.core.spec import spec_named
-        from flightdeck.data.runners import StageContext
 
         settings = Settings.from_env()
         pii_key = None

@@ -75,9 +75,9 @@ class ScorablePartitionsSensor(BaseSensorOperator):
         self.force = force
 
     def poke(self, context: Context) -> PokeReturnValue:
+        from flightdeck.core.context import StageContext
         from flightdeck.core.settings import Settings
         from flightdeck.core.spec import spec_named
-        from flightdeck.data.runners import StageContext
         from flightdeck.serving import scoring
         from flightdeck.serving.champion import ScoringInputError
 

@@ -9,6 +9,7 @@ production). Each test works on its own copy of that home.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from datetime import date
@@ -59,7 +60,9 @@ def prepared_home() -> Path:
                       runners.curate_batches, runners.split_dataset):
             stage(ctx)
         tctx = runners.StageContext(spec, settings, run_id="train-run", dag_id="flights_training")
-        registered = training.register_model(tctx, training.train_model(tctx))
+        trained = training.train_model(tctx)
+        (home / "trained.json").write_text(json.dumps(trained, default=str))  # what the train task pushes
+        registered = training.register_model(tctx, trained)
         mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
         mlflow.MlflowClient().set_registered_model_alias(spec.registered_model_name, "champion",
                                                          registered["version"])
