@@ -408,8 +408,9 @@ def rollback(ctx: StageContext, decided_by: str, reason: str = "") -> dict[str, 
 # ---------------------------------------------------------------- test-suite evidence (CI)
 # ML Test Score tests that the test suite itself runs, and the test files that run them.
 SUITE_TESTS: dict[str, tuple[str, ...]] = {
-    "data_7": ("tests/unit/training/test_features.py", "tests/unit/data/test_stages.py",
-               "tests/unit/data/test_bad_input.py"),
+    "data_7": ("tests/unit/training/test_features.py", "tests/unit/data/test_ingest.py",
+               "tests/unit/data/test_split.py", "tests/unit/data/test_wrangle.py", "tests/unit/data/test_profile.py",
+               "tests/unit/data/test_validate.py", "tests/unit/data/test_bad_input.py"),
     "infra_3": ("tests/integration/",),
 }
 
