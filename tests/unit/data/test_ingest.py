@@ -11,9 +11,6 @@ from flightdeck.data import ingest
 NA = ("", "NA")
 
 
-NA = ("", "NA")
-
-
 def _masks_true(masks: dict[str, pd.Series]) -> dict[str, list[int]]:
     """Reason -> positions where the rule is broken (rules never broken left out)."""
     return {k: np.flatnonzero(v.to_numpy(dtype=bool)).tolist() for k, v in masks.items() if v.any()}
