@@ -76,3 +76,33 @@ def test_the_check_catches_what_it_should(package: str, source: str, found: str)
 ])
 def test_the_check_allows_earlier_stages(package: str, source: str):
     assert layering_violations(package, source) == []
+
+
+# ---------------------------------------------------------------- SQL lives in the stores
+# The warehouse package and the prediction store hold every SQL statement; the store lock and
+# the MLflow store checks of the registry speak to their own databases.
+SQL_HOMES = ("core/warehouse/", "serving/predictions.py", "core/locks.py", "core/registry.py")
+SQL_CALLS = ("select", "text", "insert", "update", "delete", "func")
+
+
+def sql_built_in(source: str) -> list[str]:
+    """``sa.<statement>`` builders and ``.execute(`` calls in ``source``, by line."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "sa" \
+                and node.attr in SQL_CALLS:
+            out.append(f"line {node.lineno}: sa.{node.attr}")
+        elif isinstance(node, ast.Attribute) and node.attr in ("execute", "exec_driver_sql"):
+            out.append(f"line {node.lineno}: .{node.attr}(")
+    return out
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if not str(m.relative_to(LIBRARY)).startswith(SQL_HOMES)],
+                         ids=lambda p: str(p.relative_to(LIBRARY)))
+def test_sql_is_written_only_in_the_warehouse_and_prediction_store(module: Path):
+    assert sql_built_in(module.read_text()) == []
+
+
+def test_the_sql_check_finds_a_query_built_elsewhere():
+    source = "def f(conn, t):\n    return conn.execute(sa.select(t).where(t.c.a == 1))\n"
+    assert sorted(sql_built_in(source)) == ["line 2: .execute(", "line 2: sa.select"]

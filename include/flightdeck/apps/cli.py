@@ -90,26 +90,21 @@ def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
-    import sqlalchemy as sa
-
     from flightdeck.core import warehouse
 
-    q = warehouse.quarantine
-    query = sa.select(q).where(q.c.spec_name == args.spec).order_by(q.c.batch_id, q.c.row_number).limit(args.limit)
-    with warehouse.connect(settings.warehouse_url).connect() as conn:
-        for r in conn.execute(query).mappings():
-            print(f"{r['batch_id'][:12]} row {r['row_number']:<6} {r['reason']:<16} {r['column_name']:<16} "
-                  f"value={r['value']!r} key={r['entity_key']}")
+    for r in warehouse.queries.quarantined_rows(warehouse.connect(settings.warehouse_url), args.spec, args.limit):
+        print(f"{r['batch_id'][:12]} row {r['row_number']:<6} {r['reason']:<16} {r['column_name']:<16} "
+              f"value={r['value']!r} key={r['entity_key']}")
     return 0
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     """Train and register a challenger outside Airflow (same code as the training DAG)."""
-    from flightdeck.data import runners
+    from flightdeck.core.context import StageContext
     from flightdeck.training import pipeline as training
 
     spec = _spec(settings, args.spec)
-    ctx = runners.StageContext(spec, settings, run_id=args.run_id, dag_id="flightdeck-cli")
+    ctx = StageContext(spec, settings, run_id=args.run_id, dag_id="flightdeck-cli")
     trained = training.train_model(ctx, (args.window_start, args.window_end), force=args.force)
     print(json.dumps({k: trained[k] for k in ("chosen", "validation", "test", "dataset_version")}, indent=2))
     if args.register:
@@ -119,10 +114,10 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_judge(args: argparse.Namespace, settings: Settings) -> int:
     """Run the checks and gates on a version outside Airflow (a manual run: its checks score 0.5 at most)."""
-    from flightdeck.data import runners
+    from flightdeck.core.context import StageContext
     from flightdeck.gates import promotion as gates
 
-    ctx = runners.StageContext(_spec(settings, args.spec), settings, run_id=args.run_id, dag_id="flightdeck-cli")
+    ctx = StageContext(_spec(settings, args.spec), settings, run_id=args.run_id, dag_id="flightdeck-cli")
     verdict = gates.judge_version(ctx, args.version, run_type="manual",
                                   min_ml_test_score=settings.min_ml_test_score)
     if args.decide:
@@ -134,10 +129,10 @@ def cmd_judge(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_score_card(args: argparse.Namespace, settings: Settings) -> int:
     """Print the ML Test Score of a version (default: the champion) as a table."""
-    from flightdeck.data import runners
+    from flightdeck.core.context import StageContext
     from flightdeck.gates import promotion as gates
 
-    ctx = runners.StageContext(_spec(settings, args.spec), settings)
+    ctx = StageContext(_spec(settings, args.spec), settings)
     card = gates.score_version(ctx, args.version)
     print(json.dumps(card.to_dict(), indent=2) if args.json else card.table())
     return 0
@@ -145,18 +140,13 @@ def cmd_score_card(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_promotions(args: argparse.Namespace, settings: Settings) -> int:
     """List the promotion, rejection and rollback records of a spec, newest first."""
-    import sqlalchemy as sa
-
     from flightdeck.core import warehouse
 
-    p = warehouse.promotions
-    query = sa.select(p).where(p.c.spec_name == args.spec).order_by(p.c.decided_at.desc()).limit(args.limit)
-    with warehouse.connect(settings.warehouse_url).connect() as conn:
-        for r in conn.execute(query).mappings():
-            score = "" if r["ml_test_score"] is None else f" score={r['ml_test_score']:g}"
-            print(f"{r['decided_at']:%Y-%m-%d %H:%M:%S} {r['action']:<8} version {r['model_version']:<4} "
-                  f"previous={r['previous_champion'] or '-'}{score} by {r['decided_by']}"
-                  + (f"\n    {r['reasons'].replace(chr(10), chr(10) + '    ')}" if r["reasons"] else ""))
+    for r in warehouse.queries.promotion_history(warehouse.connect(settings.warehouse_url), args.spec, args.limit):
+        score = "" if r["ml_test_score"] is None else f" score={r['ml_test_score']:g}"
+        print(f"{r['decided_at']:%Y-%m-%d %H:%M:%S} {r['action']:<8} version {r['model_version']:<4} "
+              f"previous={r['previous_champion'] or '-'}{score} by {r['decided_by']}"
+              + (f"\n    {r['reasons'].replace(chr(10), chr(10) + '    ')}" if r["reasons"] else ""))
     return 0
 
 
@@ -164,10 +154,10 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     """Point champion back to previous_champion, and record who did it and why."""
     import getpass
 
-    from flightdeck.data import runners
+    from flightdeck.core.context import StageContext
     from flightdeck.gates import promotion as gates
 
-    ctx = runners.StageContext(_spec(settings, args.spec), settings, dag_id="flightdeck-cli")
+    ctx = StageContext(_spec(settings, args.spec), settings, dag_id="flightdeck-cli")
     print(json.dumps(gates.rollback(ctx, args.by or getpass.getuser(), args.reason), indent=2))
     return 0
 
@@ -206,12 +196,12 @@ def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
     """Run the monitoring checks outside Airflow (same code as the monitoring DAG), or show the newest figures."""
     from flightdeck.core import warehouse
-    from flightdeck.data import runners
+    from flightdeck.core.context import StageContext
     from flightdeck.monitoring import monitor as monitoring
 
     spec = _spec(settings, args.spec)
     if not args.show:
-        ctx = runners.StageContext(spec, settings, run_id=args.run_id or f"manual__{warehouse.now():%Y%m%dT%H%M%S}",
+        ctx = StageContext(spec, settings, run_id=args.run_id or f"manual__{warehouse.now():%Y%m%dT%H%M%S}",
                                    dag_id="flightdeck-cli")
         manifest = monitoring.run_monitoring(ctx, as_of=args.as_of, partitions=args.partition or None)
         # outside Airflow nothing can emit the retrain Asset: say what the DAG would decide, record nothing

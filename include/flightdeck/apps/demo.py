@@ -206,20 +206,12 @@ def finished(dag_id: str, run_id: str) -> str | None:
 
 def summarise(settings: Settings, spec_name: str) -> None:
     engine = warehouse.connect(settings.warehouse_url)
-    c = warehouse.catalog
-    with engine.connect() as conn:
-        for row in conn.execute(sa.select(c.c.source, c.c.status, sa.func.count(), sa.func.sum(c.c.rows_in),
-                                          sa.func.sum(c.c.rows_accepted), sa.func.sum(c.c.rows_quarantined))
-                                .where(c.c.spec_name == spec_name).group_by(c.c.source, c.c.status)):
-            print(f"    catalog  {row[0]:<9} {row[1]:<9} batches={row[2]:<4} rows_in={row[3]} "
-                  f"accepted={row[4]} quarantined={row[5]}")
-        q = warehouse.quarantine
-        for reason, n in conn.execute(sa.select(q.c.reason, sa.func.count()).where(q.c.spec_name == spec_name)
-                                      .group_by(q.c.reason)):
-            print(f"    quarantine {reason}: {n}")
-        v = warehouse.dataset_versions
-        latest = conn.execute(sa.select(v).where(v.c.spec_name == spec_name)
-                              .order_by(v.c.created_at.desc())).mappings().first()
+    for row in warehouse.queries.batch_summary(engine, spec_name):
+        print(f"    catalog  {row['source']:<9} {row['status']:<9} batches={row['batches']:<4} "
+              f"rows_in={row['rows_in']} accepted={row['rows_accepted']} quarantined={row['rows_quarantined']}")
+    for reason, n in warehouse.queries.quarantine_by_reason(engine, spec_name).items():
+        print(f"    quarantine {reason}: {n}")
+    latest = warehouse.queries.latest_dataset_version(engine, spec_name)
     if latest:
         print(f"    dataset version {latest['version_id']}: train={latest['train_rows']} "
               f"validation={latest['validation_rows']} test={latest['test_rows']} (test = frozen holdout)")
@@ -261,14 +253,12 @@ def print_registry(settings: Settings, spec_name: str) -> None:
 
 def print_gate(settings: Settings, spec_name: str) -> None:
     """The ML Test Score of the judged version and the gate's decision."""
-    from flightdeck.data import runners
+    from flightdeck.core.context import StageContext
     from flightdeck.gates import promotion as gates
 
-    ctx = runners.StageContext(spec_named(settings.specs_dir, spec_name), settings)
-    p = warehouse.promotions
-    with warehouse.connect(settings.warehouse_url).connect() as conn:
-        last = conn.execute(sa.select(p).where(p.c.spec_name == spec_name).order_by(p.c.decided_at.desc())
-                            ).mappings().first()
+    ctx = StageContext(spec_named(settings.specs_dir, spec_name), settings)
+    history = warehouse.queries.promotion_history(warehouse.connect(settings.warehouse_url), spec_name, limit=1)
+    last = history[0] if history else None
     if last is None:
         print("    gates: no decision yet")
         return

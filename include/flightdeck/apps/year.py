@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import sqlalchemy as sa
 
 from flightdeck.core import warehouse
 from flightdeck.core.context import StageContext
@@ -281,11 +280,9 @@ def realised_series(state: YearState, spec: DatasetSpec, threshold: float, windo
 
 
 def drift_series(engine: Any, spec_name: str) -> pd.DataFrame:
-    m = warehouse.monitoring_metrics
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(m.c.partition_date, m.c.subject, m.c.value).where(
-            m.c.spec_name == spec_name, m.c.check_name == "drift", m.c.metric == "psi")).all()
-    return pd.DataFrame(rows, columns=["partition_date", "feature", "psi"])
+    rows = warehouse.queries.feature_psi(engine, spec_name)
+    return pd.DataFrame(rows, columns=["partition_date", "subject", "value"]).rename(
+        columns={"subject": "feature", "value": "psi"})
 
 
 def comparison_table(state: YearState, threshold: float) -> pd.DataFrame:

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sqlalchemy as sa
 
 from flightdeck.core import lake, warehouse
 from flightdeck.core.context import StageContext
@@ -158,10 +157,7 @@ def evidence_for(ctx: StageContext, name: str, version: str, code_version: str) 
     rows = warehouse.select_rows(ctx.engine, warehouse.test_evidence, {"model_name": name, "model_version": version})
     rows += warehouse.select_rows(ctx.engine, warehouse.test_evidence,
                                   {"model_name": "", "model_version": "", "code_version": code_version})
-    t = warehouse.test_evidence
-    with ctx.engine.connect() as conn:
-        rows += [dict(r) for r in conn.execute(sa.select(t).where(
-            t.c.model_name == name, t.c.section == "monitor", t.c.model_version != version)).mappings()]
+    rows += warehouse.queries.monitoring_evidence_of_other_versions(ctx.engine, name, version)
     records = [rubric.Evidence.from_row(r) for r in rows]
     folder = ctx.spec.path.parent / ctx.spec.name / "attestations" if ctx.spec.path else None
     records += [rubric.attestation_evidence(a, name, version, code_version) for a in rubric.load_attestations(folder)]

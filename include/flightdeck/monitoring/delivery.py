@@ -24,14 +24,12 @@ from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from flightdeck.core import registry, warehouse
 from flightdeck.core.settings import REPO_ROOT, Settings
 from flightdeck.core.spec import spec_named
 from flightdeck.core.values import jsonable, utc
-from flightdeck.serving import predictions
 
 # quality alerts: realised quality fell (decay), scores broke (stability), features diverged (skew).
 # Drift is a leading indicator of change, not a failure: it notifies but is no incident.
@@ -385,16 +383,9 @@ def _serving_times(engine: Engine, spec_name: str, promotions: Sequence[Promotio
     versions = sorted({p.version for p in promotions})
     if not versions:
         return []
-    predictions.runs_metadata.create_all(engine, checkfirst=True)
-    runs = predictions.scoring_runs
-    query = (sa.select(runs.c.model_version, runs.c.finished_at)
-             .where(runs.c.spec_name == spec_name, runs.c.status == "published", runs.c.finished_at.is_not(None),
-                    runs.c.model_version.in_(versions))
-             .order_by(runs.c.finished_at))
     finished: dict[str, list[datetime]] = {}
-    with engine.connect() as conn:
-        for version, at in conn.execute(query):
-            finished.setdefault(version, []).append(at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC))
+    for run in warehouse.queries.published_run_times(engine, spec_name, versions):
+        finished.setdefault(run["model_version"], []).append(utc(run["finished_at"]))
     out: list[datetime | None] = []
     for p in promotions:
         later = [m.promoted_at for m in moves if isinstance(m, Promotion) and m.version == p.version
@@ -407,18 +398,12 @@ def _serving_times(engine: Engine, spec_name: str, promotions: Sequence[Promotio
 
 def _quality_alerts(engine: Engine, spec_name: str) -> list[QualityAlert]:
     """One alert per (check, partition, model version): the earliest measurement in ``alert`` status."""
-    m = warehouse.monitoring_metrics
-    query = (sa.select(m.c.check_name, m.c.partition_date, m.c.model_version, m.c.metric, m.c.subject, m.c.value,
-                       m.c.threshold, m.c.measured_at)
-             .where(m.c.spec_name == spec_name, m.c.status == "alert", m.c.check_name.in_(ALERT_CHECKS))
-             .order_by(m.c.measured_at, m.c.check_name, m.c.metric, m.c.subject))
     first: dict[tuple[str, str, str | None], dict[str, Any]] = {}
     counts: dict[tuple[str, str, str | None], int] = {}
-    with engine.connect() as conn:
-        for row in conn.execute(query).mappings():
-            key = (row["check_name"], row["partition_date"], row["model_version"] or None)
-            first.setdefault(key, dict(row))
-            counts[key] = counts.get(key, 0) + 1
+    for row in warehouse.queries.alert_figures(engine, spec_name, ALERT_CHECKS):
+        key = (row["check_name"], row["partition_date"], row["model_version"] or None)
+        first.setdefault(key, row)
+        counts[key] = counts.get(key, 0) + 1
     alerts = []
     for key, row in first.items():
         figure = f"{row['metric']}" + (f" of {row['subject']}" if row["subject"] else "")
@@ -437,16 +422,11 @@ def _data_arrival(engine: Engine, spec_name: str, snapshot: str | None, register
     """The newest curated delivery received by the time the dataset version was published and the model registered."""
     if not snapshot:
         return None
-    d, c = warehouse.dataset_versions, warehouse.catalog
-    with engine.connect() as conn:
-        created = utc(conn.execute(sa.select(d.c.created_at).where(
-            d.c.spec_name == spec_name, d.c.version_id == snapshot)).scalar())
-        if created is None:
-            return None
-        bound = min(created, registered_at) if registered_at is not None else created
-        newest = conn.execute(sa.select(sa.func.max(c.c.received_at)).where(
-            c.c.spec_name == spec_name, c.c.status == "curated", c.c.received_at <= bound)).scalar()
-    return utc(newest)
+    created = utc(warehouse.queries.dataset_created_at(engine, spec_name, snapshot))
+    if created is None:
+        return None
+    bound = min(created, registered_at) if registered_at is not None else created
+    return utc(warehouse.queries.newest_curated_delivery(engine, spec_name, bound))
 
 
 _COMMIT = re.compile(r"[^+]*\+([0-9a-f]{7,40})(?:\.dirty)?")

@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-import sqlalchemy as sa
 
 from flightdeck.core import warehouse
 
@@ -81,11 +80,7 @@ def summarise(f: Figure) -> dict[str, Any]:
 
 def latest_figures(engine: Any, spec_name: str, limit_partitions: int = 3) -> list[dict[str, Any]]:
     """The newest figures per check (what the demo and ``flightdeck monitor`` print)."""
-    m = warehouse.monitoring_metrics
-    with engine.connect() as conn:
-        rows = [dict(r) for r in conn.execute(sa.select(m).where(m.c.spec_name == spec_name)
-                                              .order_by(m.c.partition_date.desc(), m.c.check_name, m.c.metric,
-                                                        m.c.subject)).mappings()]
+    rows = warehouse.queries.figures_newest_first(engine, spec_name)
     parts = sorted({r["partition_date"] for r in rows}, reverse=True)[:limit_partitions]
     return [r for r in rows if r["partition_date"] in parts]
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import sqlalchemy as sa
 
 from flightdeck.core import registry, warehouse
 from flightdeck.core.context import StageContext
@@ -199,10 +198,7 @@ def check_dependencies(ctx: StageContext, as_of: str) -> list[Figure]:
     for kind, content in current.items():
         text = json.dumps(content, sort_keys=True, default=str)
         digest = hashlib.sha256(text.encode()).hexdigest()
-        with ctx.engine.connect() as conn:
-            prev = conn.execute(sa.select(fp.c.digest, fp.c.content, fp.c.run_id)
-                                .where(fp.c.spec_name == ctx.name, fp.c.kind == kind, fp.c.run_id != ctx.run_id)
-                                .order_by(fp.c.measured_at.desc()).limit(1)).first()
+        prev = warehouse.queries.previous_fingerprint(ctx.engine, ctx.name, kind, other_than_run=ctx.run_id)
         rows.append({"spec_name": ctx.name, "run_id": ctx.run_id, "kind": kind, "digest": digest, "content": text,
                      "measured_at": at})
         if prev is None:

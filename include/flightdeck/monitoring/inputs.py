@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import sqlalchemy as sa
 
 from flightdeck.core import lake
 from flightdeck.core.context import StageContext
@@ -29,35 +28,17 @@ def published_partitions(ctx: StageContext) -> dict[str, dict[str, Any]]:
 
 def read_predictions(ctx: StageContext, partition: str) -> pd.DataFrame:
     """The published predictions of one partition: the entity key, score, label, version, feature hash."""
-    pt = predictions.ensure_tables(ctx.engine, ctx.spec)
-    t = pt.table
-    cols = [t.c[k] for k in pt.keys] + [t.c.score, t.c.label, t.c.model_version, t.c.feature_hash]
-    query = sa.select(*cols).where(t.c[predictions.PARTITION] == partition)
-    with ctx.engine.connect() as conn:
-        frame = pd.read_sql_query(query, conn)  # columnar build: much faster than rows -> DataFrame
-    return frame.reindex(columns=[*pt.keys, "score", "label", "model_version", "feature_hash"])
+    return predictions.partition_rows(ctx.engine, ctx.spec, partition)
 
 
 def read_scores(ctx: StageContext, partition: str) -> np.ndarray:
     """Only the published scores of one partition (what stability and score drift need)."""
-    t = predictions.ensure_tables(ctx.engine, ctx.spec).table
-    with ctx.engine.connect() as conn:
-        frame = pd.read_sql_query(sa.select(t.c.score).where(t.c[predictions.PARTITION] == partition), conn)
-    return frame["score"].to_numpy(dtype="float64")
+    return predictions.partition_scores(ctx.engine, ctx.spec, partition)
 
 
 def read_prediction_sample(ctx: StageContext, partition: str, rows: int) -> pd.DataFrame:
-    """A deterministic sample of published rows (key, score, feature hash): the ``rows`` lowest feature hashes.
-
-    The hash of the feature row is as good as random with respect to the rows, and the
-    database picks the sample, so a 1M-row partition is never fetched for it.
-    """
-    pt = predictions.ensure_tables(ctx.engine, ctx.spec)
-    t = pt.table
-    query = (sa.select(*[t.c[k] for k in pt.keys], t.c.score, t.c.feature_hash)
-             .where(t.c[predictions.PARTITION] == partition).order_by(t.c.feature_hash).limit(rows))
-    with ctx.engine.connect() as conn:
-        return pd.read_sql_query(query, conn)
+    """A deterministic sample of ``rows`` published rows (:func:`flightdeck.serving.predictions.partition_sample`)."""
+    return predictions.partition_sample(ctx.engine, ctx.spec, partition, rows)
 
 
 def read_curated(ctx: StageContext, partition: str) -> pd.DataFrame | None:

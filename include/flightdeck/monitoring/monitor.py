@@ -34,7 +34,6 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import pandas as pd
-import sqlalchemy as sa
 
 from flightdeck.core import warehouse
 from flightdeck.core.context import StageContext
@@ -93,17 +92,10 @@ log = logging.getLogger(__name__)
 
 def _already_monitored(ctx: StageContext) -> dict[tuple[str, str], str]:
     """(check, partition) -> the scoring run id (or labels fingerprint) a stored figure was computed from."""
-    m = warehouse.monitoring_metrics
-    with ctx.engine.connect() as conn:
-        rows = conn.execute(sa.select(m.c.check_name, m.c.partition_date, m.c.detail).where(
-            m.c.spec_name == ctx.name, m.c.window == "partition", m.c.subject == "",
-            # decay has a mean_score figure too (without the fingerprint): pair each check with its own metric
-            sa.or_(sa.and_(m.c.check_name == "stability", m.c.metric == "mean_score"),
-                   sa.and_(m.c.check_name == "decay", m.c.metric == ctx.spec.monitoring.decay.metric)))).all()
     out = {}
-    for check, part, detail in rows:
-        d = json.loads(detail or "{}")
-        out[(check, part)] = f"{d.get('scoring_run_id')}|{d.get('labels_fingerprint')}"
+    for row in warehouse.queries.partition_figure_sources(ctx.engine, ctx.name, ctx.spec.monitoring.decay.metric):
+        d = json.loads(row["detail"] or "{}")
+        out[(row["check_name"], row["partition_date"])] = f"{d.get('scoring_run_id')}|{d.get('labels_fingerprint')}"
     return out
 
 
@@ -311,12 +303,9 @@ class RetrainDecision:
 
 def retrain_reasons(ctx: StageContext, run_id: str) -> list[dict[str, Any]]:
     """The alerts of this monitoring run that the spec retrains on (``monitoring.retrain_on``)."""
-    m = warehouse.monitoring_metrics
     wanted = set(ctx.spec.monitoring.retrain_on)
     metric = ctx.spec.monitoring.decay.metric
-    with ctx.engine.connect() as conn:
-        rows = conn.execute(sa.select(m).where(m.c.spec_name == ctx.name, m.c.run_id == run_id,
-                                               m.c.status == "alert", m.c.subject == "")).mappings().all()
+    rows = warehouse.queries.run_alerts(ctx.engine, ctx.name, run_id)
     out = []
     for r in rows:
         if "decay" in wanted and r["check_name"] == "decay" and r["window"] == "rolling" and r["metric"] == metric:
@@ -345,12 +334,8 @@ def decide_retraining(ctx: StageContext, run_id: str, as_of: str, champion: str 
         if record:
             warehouse.replace_rows(ctx.engine, warehouse.retraining, {"spec_name": ctx.name, "run_id": run_id}, [])
         return RetrainDecision("none", reasons, as_of, champion)
-    r = warehouse.retraining
-    with ctx.engine.connect() as conn:
-        # only requests up to this data date: re-deciding an older run must not be cooled down by a later one
-        last = conn.execute(sa.select(r.c.as_of).where(r.c.spec_name == ctx.name, r.c.action == "retrain",
-                                                       r.c.run_id != run_id, r.c.as_of <= as_of)
-                            .order_by(r.c.as_of.desc()).limit(1)).scalar()
+    # only requests up to this data date: re-deciding an older run must not be cooled down by a later one
+    last = warehouse.queries.last_retrain_request(ctx.engine, ctx.name, other_than_run=run_id, up_to=as_of)
     cooldown = parse_duration(cfg.cooldown)
     until = (date.fromisoformat(last) + cooldown).isoformat() if last else None
     action = "cooldown" if until is not None and as_of < until else "retrain"

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -281,6 +283,38 @@ def latest_published(engine: Engine, spec_name: str) -> dict[str, dict[str, Any]
 
 
 # ---------------------------------------------------------------- lookup
+def partition_rows(engine: Engine, spec: DatasetSpec, partition: str) -> pd.DataFrame:
+    """The published predictions of one partition: the entity key, score, label, version, feature hash."""
+    pt = ensure_tables(engine, spec)
+    t = pt.table
+    cols = [t.c[k] for k in pt.keys] + [t.c.score, t.c.label, t.c.model_version, t.c.feature_hash]
+    with engine.connect() as conn:  # columnar build: much faster than rows -> DataFrame
+        frame = pd.read_sql_query(sa.select(*cols).where(t.c[PARTITION] == partition), conn)
+    return frame.reindex(columns=[*pt.keys, "score", "label", "model_version", "feature_hash"])
+
+
+def partition_scores(engine: Engine, spec: DatasetSpec, partition: str) -> np.ndarray:
+    """Only the published scores of one partition."""
+    t = ensure_tables(engine, spec).table
+    with engine.connect() as conn:
+        frame = pd.read_sql_query(sa.select(t.c.score).where(t.c[PARTITION] == partition), conn)
+    return frame["score"].to_numpy(dtype="float64")
+
+
+def partition_sample(engine: Engine, spec: DatasetSpec, partition: str, rows: int) -> pd.DataFrame:
+    """A deterministic sample of published rows (key, score, feature hash): the ``rows`` lowest feature hashes.
+
+    The hash of the feature row is as good as random with respect to the rows, and the
+    database picks the sample, so a 1M-row partition is never fetched for it.
+    """
+    pt = ensure_tables(engine, spec)
+    t = pt.table
+    query = (sa.select(*[t.c[k] for k in pt.keys], t.c.score, t.c.feature_hash)
+             .where(t.c[PARTITION] == partition).order_by(t.c.feature_hash).limit(rows))
+    with engine.connect() as conn:
+        return pd.read_sql_query(query, conn)
+
+
 def check_partition(partition: str) -> str:
     """A partition is a YYYY-MM-DD date."""
     try:
