@@ -205,10 +205,10 @@ def check_dependencies(ctx: StageContext, as_of: str) -> list[Figure]:
             figures.append(Figure("dependencies", "changed", 0.0, "ok", 0.0, subject=kind, partition=as_of,
                                   window="run", detail={"baseline": digest[:12]}))
             continue
-        changes = diff_mapping(json.loads(prev.content), content) if prev.digest != digest else {}
+        changes = diff_mapping(json.loads(prev["content"]), content) if prev["digest"] != digest else {}
         figures.append(Figure("dependencies", "changed", float(bool(changes)), status_of(bool(changes)), 0.0,
                               subject=kind, partition=as_of, window="run",
-                              detail={"previous_run": prev.run_id, "changes": changes}))
+                              detail={"previous_run": prev["run_id"], "changes": changes}))
     warehouse.replace_rows(ctx.engine, fp, {"spec_name": ctx.name, "run_id": ctx.run_id}, rows)
     return figures
 
