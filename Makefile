@@ -57,8 +57,9 @@ bench: install  ## benchmarks (results in BENCHMARKS.md): data pipeline, trainin
 	$(BIN)/python benchmarks/bench_scoring.py --rows 1000000 3000000
 	$(BIN)/python benchmarks/bench_monitoring.py --rows 1000000
 
-lint: install
+lint: install  ## ruff everywhere; mypy on the library and the plugin (strict on core/ and data/, see pyproject.toml)
 	$(BIN)/ruff check include plugins dags tests benchmarks
+	$(BIN)/mypy
 
 clean:  ## remove all local state (the virtualenv stays; `make clean-all` removes it too)
 	rm -rf $(FLIGHTDECK_HOME) .pytest_cache

@@ -137,7 +137,7 @@ def run_year(spec_name: str, home: Path, start: date, end: date, bootstrap_days:
     if warehouse.list_batches(engine, spec.name):
         raise RuntimeError(f"{home} already holds a replay of {spec.name!r}; pass a new --home (nothing is reused)")
     state = YearState()
-    landing = runners.StageContext(spec, settings).landing
+    landing = StageContext(spec, settings).landing
     source = replay.load_replay_source(spec)
     by_day: dict[date, list[tuple[replay.Delivery, bytes]]] = {}
     for delivery, payload in replay.cut_deliveries(spec, source, start, end + timedelta(days=1)):
@@ -285,6 +285,10 @@ def drift_series(engine: Any, spec_name: str) -> pd.DataFrame:
         columns={"subject": "feature", "value": "psi"})
 
 
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
 def comparison_table(state: YearState, threshold: float) -> pd.DataFrame:
     """Realised quality over the whole replay: the loop's champions, the frozen model, the difference."""
     out = {}
@@ -297,8 +301,7 @@ def comparison_table(state: YearState, threshold: float) -> pd.DataFrame:
         out[model] = {k: m[k] for k in ("rows", *REPORT_METRICS)}
     table = pd.DataFrame(out).T
     if {"loop", "frozen"} <= set(out):
-        diff = {k: (None if out["loop"][k] is None or out["frozen"][k] is None else out["loop"][k] - out["frozen"][k])
-                for k in REPORT_METRICS}
+        diff = {k: _difference(out["loop"][k], out["frozen"][k]) for k in REPORT_METRICS}
         table.loc["loop - frozen"] = {"rows": None, **diff}
     table.index.name = "model"
     return table

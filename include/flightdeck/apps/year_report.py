@@ -28,7 +28,7 @@ _MODEL_LABELS = {_LOOP: "loop: champion served by continuous training", _FROZEN:
 _METRIC_LABELS = {"roc_auc": "ROC AUC", "pr_auc": "PR AUC", "precision": "precision", "recall": "recall",
                   "f1": "F1", "accuracy": "accuracy", "log_loss": "log loss", "brier": "Brier score"}
 # kind -> (colour, linestyle, linewidth, legend label) of the vertical event lines.
-_EVENT_STYLE = {
+_EVENT_STYLE: dict[str, tuple[str, Any, float, str]] = {
     "retrain": ("#f28e2b", (0, (4, 3)), 1.1, "retrain triggered"),
     "promote": ("#2ca02c", "-", 1.6, "promotion (new champion)"),
     "reject": ("#d62728", ":", 1.4, "candidate rejected"),
@@ -511,7 +511,7 @@ def render_year_report(path: Path, *, title: str, decay_png: Path, drift_png: Pa
     counts = ""
     if events is not None and not events.empty and "kind" in events.columns:
         tally = events["kind"].astype(str).value_counts()
-        counts = ", ".join(f"{escape(k)}: {int(n)}" for k, n in tally.items())
+        counts = ", ".join(f"{escape(str(k))}: {int(n)}" for k, n in tally.items())
     parts = [
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>"
         f"<style>{_CSS}</style></head><body>",

@@ -108,7 +108,8 @@ def read_parquet(store: Store, key: str, workdir: Path, columns: list[str] | Non
         if columns is None:
             return pd.read_parquet(path)
         names = set(pq.ParquetFile(path).schema_arrow.names)
-        return pq.read_table(path, columns=[c for c in columns if c in names]).to_pandas()
+        frame: pd.DataFrame = pq.read_table(path, columns=[c for c in columns if c in names]).to_pandas()
+        return frame
 
 
 def iter_parquet(store: Store, key: str, workdir: Path, chunk_rows: int,

@@ -101,7 +101,8 @@ def _prepare_database(uri: str, upgrade: bool) -> None:
         try:
             leftovers = leftover_migration_tables(uri)
         except sa.exc.SQLAlchemyError as exc:
-            raise RegistryError(f"MLflow store {safe_uri(uri)} cannot be read as a database ({exc.orig or exc}); "
+            cause = getattr(exc, "orig", None) or exc
+            raise RegistryError(f"MLflow store {safe_uri(uri)} cannot be read as a database ({cause}); "
                                 "restore it from a backup, or for a throw-away demo home run 'make clean'") from exc
         if leftovers:
             raise _broken(uri, f"an interrupted migration left the tables {leftovers} behind")

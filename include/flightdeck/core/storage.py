@@ -68,7 +68,7 @@ class LocalStore:
         """The object as a local file: the file itself, nothing is copied."""
         yield self.path(key)
 
-    def _write_atomic(self, key: str, write: Callable[[str], None]) -> str:
+    def _write_atomic(self, key: str, write: Callable[[str], object]) -> str:
         """Write through a temporary file in the target folder, then rename into place."""
         dest = self.root / key
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -156,7 +156,8 @@ class S3Store:
             raise
 
     def read_bytes(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        data: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        return data
 
     def download(self, key: str, dest: Path) -> Path:
         self.client.download_file(self.bucket, self._key(key), str(dest))

@@ -145,7 +145,8 @@ def chi_squared_test(reference: Any, current: Any, min_expected: float = 5.0) ->
         return 0.0, 1.0
 
     def rare(columns: np.ndarray) -> np.ndarray:
-        return row_totals.min() * columns / total < min_expected
+        flags: np.ndarray = row_totals.min() * columns / total < min_expected
+        return flags
 
     small = rare(col_totals)
     if small.any():

@@ -186,7 +186,8 @@ class RowRules:
         if self.seen_keys.size == 0:
             return np.zeros(hashes.size, dtype=bool)
         pos = np.minimum(np.searchsorted(self.seen_keys, hashes), self.seen_keys.size - 1)
-        return self.seen_keys[pos] == hashes
+        seen: np.ndarray = self.seen_keys[pos] == hashes
+        return seen
 
     def remember(self, hashes: np.ndarray) -> None:
         """Add accepted (hence new and unique) key hashes; a stable sort merges the two sorted runs in O(n)."""
@@ -218,6 +219,7 @@ def parse_column(raw: pd.Series, col: ColumnSpec, na_values: tuple[str, ...]) ->
         missing = raw.isna()
     present = ~missing
     masks: dict[str, pd.Series] = {}
+    typed: pd.Series
     if col.type in ("int", "float"):
         if pd.api.types.is_numeric_dtype(raw):
             parsed = raw.astype("float64")
@@ -353,10 +355,10 @@ def quarantine_records(parsed: ParsedChunk, spec_name: str, batch_id: str, run_i
     merged = merged.drop_duplicates(["row_number", "reason", "column_name"])
     merged["value"] = merged["value"].map(lambda v: None if v is None else str(v)[:500])
     return [
-        {"spec_name": spec_name, "batch_id": batch_id, "row_number": int(r.row_number), "reason": r.reason,
-         "column_name": r.column_name, "entity_key": r.entity_key, "value": r.value, "payload": r.payload,
-         "run_id": run_id, "quarantined_at": at}
-        for r in merged.itertuples(index=False)
+        {"spec_name": spec_name, "batch_id": batch_id, "row_number": int(r["row_number"]), "reason": r["reason"],
+         "column_name": r["column_name"], "entity_key": r["entity_key"], "value": r["value"],
+         "payload": r["payload"], "run_id": run_id, "quarantined_at": at}
+        for r in merged.to_dict("records")
     ]
 
 

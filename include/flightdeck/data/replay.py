@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import cast
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -68,7 +69,7 @@ def cut_deliveries(spec: DatasetSpec, frame: pd.DataFrame, start: date, end: dat
     if start > end:
         raise ReplayError(f"start {start} is after end {end}")
     out: list[tuple[Delivery, bytes]] = []
-    by_day = {d: g for d, g in frame.groupby("_local_date") if start <= d <= end}
+    by_day = {d: g for d, g in ((cast(date, k), g) for k, g in frame.groupby("_local_date")) if start <= d <= end}
     ordered = sorted(spec.sources.items(), key=lambda kv: kv[1].role != "features")
     day = start
     while day <= end:

@@ -249,7 +249,8 @@ def _merge_result(acc: dict[str, Any], res: dict[str, Any]) -> None:
 
 
 def _report(result: dict[str, Any], rows: int) -> dict[str, Any]:
-    hard, warnings = [], []
+    hard: list[dict[str, Any]] = []
+    warnings: list[dict[str, Any]] = []
     for res in result["results"]:
         if res["success"]:
             continue

@@ -17,7 +17,6 @@ Two layers: :func:`compute_delivery_metrics` is pure (hand-built event timelines
 from __future__ import annotations
 
 import re
-import statistics
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
@@ -229,7 +228,11 @@ class DeliveryMetrics:
 
 
 def _median(values: Sequence[timedelta]) -> timedelta | None:
-    return statistics.median(values) if values else None
+    """The median duration (the mean of the two middle ones for an even count); None for none."""
+    if not values:
+        return None
+    ordered, mid = sorted(values), len(values) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def _fix(moves: Sequence[Move], after: datetime, versions: set[str]) -> Move | None:
@@ -288,7 +291,7 @@ def _failures(moves: Sequence[Move], alerts: Sequence[QualityAlert]) -> dict[int
                 continue
             if alert.version is not None and move.version == alert.version:
                 owner = i  # the latest promotion of the version named, at or before the alert
-            elif alert.version is None and (tenure_end[i] is None or alert.at < tenure_end[i]):
+            elif alert.version is None and ((end := tenure_end[i]) is None or alert.at < end):
                 owner = i  # the promotion whose tenure as champion the alert falls in
         if owner is not None:
             why.setdefault(owner, []).append(f"{alert.check} alert at {_when(alert.at)}"
@@ -348,7 +351,7 @@ def compute_delivery_metrics(promotions: Sequence[Promotion], rollbacks: Sequenc
         days = max((end - start).total_seconds() / 86400, 1.0)
         weeks, per_30d = len(deployed) / days * 7, len(deployed) / days * 30
 
-    lead_times = []
+    lead_times: list[dict[str, Any]] = []
     for _, p in deployed:
         to = p.serving_at or p.promoted_at
         lead_times.append({

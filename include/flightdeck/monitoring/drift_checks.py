@@ -21,8 +21,9 @@ def reference_sample(ctx: StageContext, model: ServingModel) -> pd.DataFrame:
     if ctx.lake.exists(key):
         return lake.read_parquet(ctx.lake, key, ctx.workdir)
     dataset = model.resolved.dataset_version
-    train = lake.read_parquet(ctx.lake, lake.dataset_split(ctx.name, dataset, "train"),
-                                      ctx.workdir)
+    if dataset is None:
+        raise ValueError(f"{model.model_uri} has no flightdeck.data_snapshot tag: its training data is unknown")
+    train = lake.read_parquet(ctx.lake, lake.dataset_split(ctx.name, dataset, "train"), ctx.workdir)
     if len(train) > REFERENCE_ROWS:
         train = train.sample(REFERENCE_ROWS, random_state=ctx.spec.training.seed)
     X = model.feature_matrix(train)

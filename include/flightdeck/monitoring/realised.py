@@ -121,6 +121,7 @@ def slice_metrics(frame: pd.DataFrame, label: str, score: str, slices: Sequence[
         values, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
         for i in sorted(range(values.size), key=lambda i: (-counts[i], values[i])):
             rows = int(counts[i])
+            figures: dict[str, float | int | None]
             if rows < min_rows:
                 status, figures = "insufficient", {key: None for key in METRIC_KEYS}
             else:

@@ -153,8 +153,8 @@ def ensure_tables(engine: Engine, spec: DatasetSpec) -> PredictionTable:
 
 
 # ---------------------------------------------------------------- rows
-def prediction_rows(pt: PredictionTable, keys: Mapping[str, Any], score: Any, label: Any, feature_hash: Any,
-                    *, partition: str, model_name: str, model_version: str, run_id: str,
+def prediction_rows(pt: PredictionTable, keys: Mapping[str, Any] | pd.DataFrame, score: Any, label: Any,
+                    feature_hash: Any, *, partition: str, model_name: str, model_version: str, run_id: str,
                     scored_at: datetime) -> pa.Table:
     """One Arrow table of finished prediction rows in the table's column order."""
     n = len(score)
@@ -222,7 +222,9 @@ def publish_partition(engine: Engine, spec: DatasetSpec, partition: str, batches
         conn.execute(pt.table.delete().where(pt.table.c[PARTITION] == partition))
         if engine.dialect.name == "postgresql":
             cols = ", ".join(q(c) for c in pt.columns)
-            with conn.connection.driver_connection.cursor() as cursor, \
+            driver = conn.connection.driver_connection
+            assert driver is not None, "a PostgreSQL connection has its psycopg connection"
+            with driver.cursor() as cursor, \
                     cursor.copy(f"COPY {q(pt.name)} ({cols}) FROM STDIN (FORMAT csv)") as copy:
                 for batch in batches:
                     table = _check_batch(pt, batch)

@@ -118,7 +118,8 @@ def _group_key(frame: pd.DataFrame, keys: list[str]) -> pd.Series:
 
 
 def feature_layout(spec: DatasetSpec, frame: pd.DataFrame) -> FeatureLayout:
-    numeric, categorical = [], []
+    numeric: list[str] = []
+    categorical: list[str] = []
     for name in spec.features:
         kind = spec.column_type(name)
         if kind is None:

@@ -16,7 +16,7 @@ import pandas as pd
 from flightdeck.training.features import FeatureLayout, select_features
 
 
-class FlightDeckClassifier(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class FlightDeckClassifier(mlflow.pyfunc.PythonModel):  # type: ignore[misc, name-defined]
     """Positive-class probability of a fitted pipeline (or soft-voting ensemble)."""
 
     def __init__(self, pipeline: Any, layout: dict[str, list[str]]) -> None:

@@ -73,14 +73,17 @@ def latest_dataset_version(engine: Engine, spec_name: str) -> dict[str, Any] | N
 
 def dataset_created_at(engine: Engine, spec_name: str, version_id: str) -> datetime | None:
     v = dataset_versions.c
-    return _scalar(engine, sa.select(v.created_at).where(v.spec_name == spec_name, v.version_id == version_id))
+    created: datetime | None = _scalar(engine, sa.select(v.created_at).where(
+        v.spec_name == spec_name, v.version_id == version_id))
+    return created
 
 
 def newest_curated_delivery(engine: Engine, spec_name: str, until: datetime) -> datetime | None:
     """When the newest curated batch received by ``until`` arrived."""
     c = catalog.c
-    return _scalar(engine, sa.select(sa.func.max(c.received_at)).where(
+    newest: datetime | None = _scalar(engine, sa.select(sa.func.max(c.received_at)).where(
         c.spec_name == spec_name, c.status == "curated", c.received_at <= until))
+    return newest
 
 
 # ---------------------------------------------------------------- gates
@@ -141,9 +144,10 @@ def feature_psi(engine: Engine, spec_name: str) -> list[dict[str, Any]]:
 def last_retrain_request(engine: Engine, spec_name: str, other_than_run: str, up_to: str) -> str | None:
     """The data date of the newest retraining request up to ``up_to``, made by another run."""
     r = retraining.c
-    return _scalar(engine, sa.select(r.as_of).where(r.spec_name == spec_name, r.action == "retrain",
-                                                    r.run_id != other_than_run, r.as_of <= up_to)
-                   .order_by(r.as_of.desc()).limit(1))
+    as_of: str | None = _scalar(engine, sa.select(r.as_of).where(r.spec_name == spec_name, r.action == "retrain",
+                                                                 r.run_id != other_than_run, r.as_of <= up_to)
+                                .order_by(r.as_of.desc()).limit(1))
+    return as_of
 
 
 def previous_fingerprint(engine: Engine, spec_name: str, kind: str, other_than_run: str) -> dict[str, Any] | None:
