@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
 from flightdeck_airflow.operators import FlightDeckStageOperator, run_type_of
+
+if TYPE_CHECKING:
+    from flightdeck.core.manifests import MonitorManifest
 
 
 class MonitorModelOperator(FlightDeckStageOperator):
@@ -29,7 +32,7 @@ class MonitorModelOperator(FlightDeckStageOperator):
         self.as_of = as_of
         self.partitions = partitions
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> MonitorManifest:
         from flightdeck.monitoring import monitor as monitoring
 
         ctx = self.stage_context(context)

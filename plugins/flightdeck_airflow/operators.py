@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+if TYPE_CHECKING:
+    from flightdeck.core.manifests import RegisterManifest
 
 
 def run_type_of(context: Context) -> str:
@@ -52,7 +55,7 @@ class FlightDeckStageOperator(BaseOperator):
         return StageContext(spec=spec_named(settings.specs_dir, self.spec_name), settings=settings,
                             run_id=context["run_id"], dag_id=self.dag_id, pii_key=pii_key)
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> Mapping[str, Any]:
         from flightdeck.data import runners
 
         manifest = self.run_stage(getattr(runners, self.stage), self.stage_context(context))
@@ -165,7 +168,7 @@ class RegisterModelOperator(FlightDeckStageOperator):
         super().__init__(**kwargs)
         self.train_task_id = train_task_id
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> RegisterManifest:
         from flightdeck.training import pipeline as training
 
         trained = context["ti"].xcom_pull(task_ids=self.train_task_id)

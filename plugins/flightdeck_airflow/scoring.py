@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from flightdeck_airflow.operators import FlightDeckStageOperator, run_type_of
+
+if TYPE_CHECKING:
+    from flightdeck.core.manifests import ScoreManifest
 
 
 def _flag(value: bool | str | None) -> bool:
@@ -119,7 +122,7 @@ class ScorePartitionOperator(FlightDeckStageOperator):
         self.model_version = model_version
         self.validate_batch = validate_batch
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> ScoreManifest:
         from flightdeck.serving import scoring
 
         ctx = self.stage_context(context)

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from flightdeck.core.manifests import MonitorManifest, RegisterManifest, ScoreManifest
 from test_scoring_dag import OPEN, copy_home, env_for
 
 pytestmark = pytest.mark.slow
@@ -69,6 +70,7 @@ def test_register_pushes_the_version_and_tells_the_gate_which_one(home):
     first = op.execute(context)
     assert first["alias"] == "challenger" and first["mlflow_run_id"] == trained["mlflow_run_id"]
     assert context["outlet_events"][asset].extra == {"version": first["version"]}
+    assert set(first) == set(RegisterManifest.__annotations__)
     again = op.execute(_context(pulled=trained, outlets=[asset]))
     assert again["version"] == first["version"], "a re-run registers the same training run once"
 
@@ -128,6 +130,7 @@ def test_score_partition_publishes_and_a_rerun_replaces(home):
     first = op.execute(_context())
     rows = len(pd.read_parquet(home / "lake" / lake.curated("flights", OPEN[0])))
     assert (first["rows"], first["model_version"], first["empty"]) == (rows, version, False)
+    assert set(first) == set(ScoreManifest.__annotations__)
     assert op.execute(_context())["rows"] == rows
 
 
@@ -156,6 +159,7 @@ def test_monitor_measures_the_published_partitions(home):
     manifest = MonitorModelOperator(task_id="monitor", spec_name="flights", as_of=OPEN[-1]).execute(
         _context("scheduled"))
     assert manifest["as_of"] == OPEN[-1] and manifest["champion"] == version
+    assert set(manifest) - {"notified"} == set(MonitorManifest.__annotations__)
     assert sum(manifest["status"].values()) > 0, "figures were measured"
     assert all(a["partition"] in OPEN for a in manifest["alerts"])
     assert ("notified" in manifest) == bool(manifest["alerts"]), "alerts, and only alerts, are notified"

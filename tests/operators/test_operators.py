@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from pathlib import Path
 
@@ -39,6 +40,14 @@ def test_stage_operators_run_the_chain_and_return_small_manifests(env_home, flig
     assert manifests["validate_batches"]["validated"] == 6
     assert manifests["split_dataset"]["train_rows"] > 0
     assert all(len(repr(m)) < 4000 for m in manifests.values()), "manifests stay small for XCom"
+    from flightdeck.core import manifests as contracts
+
+    typed = {"ingest_deliveries": contracts.IngestManifest, "profile_batches": contracts.ProfileManifest,
+             "validate_batches": contracts.ValidateManifest, "curate_batches": contracts.CurateManifest,
+             "split_dataset": contracts.DatasetManifest}
+    for stage, manifest in manifests.items():
+        assert set(manifest) == set(typed[stage].__annotations__), f"{stage} pushes exactly its declared keys"
+        assert json.loads(json.dumps(manifest)) == manifest, f"{stage}'s manifest is plain JSON"
 
 
 def test_rejected_delivery_fails_the_task_without_retry(env_home):

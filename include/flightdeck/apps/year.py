@@ -85,7 +85,7 @@ def quick_spec(spec: DatasetSpec) -> DatasetSpec:
 
 def data_stages(ctx: StageContext) -> dict[str, Any]:
     """The data DAG's stages for whatever landed: ingest, profile, validate, curate."""
-    out = {"ingest": runners.ingest_deliveries(ctx)}
+    out: dict[str, Any] = {"ingest": runners.ingest_deliveries(ctx)}
     runners.profile_batches(ctx)
     runners.validate_batches(ctx)
     out["curate"] = runners.curate_batches(ctx)

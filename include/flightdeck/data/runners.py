@@ -23,6 +23,13 @@ import pandas as pd
 
 from flightdeck.core import lake, warehouse
 from flightdeck.core.context import StageContext
+from flightdeck.core.manifests import (
+    CurateManifest,
+    DatasetManifest,
+    IngestManifest,
+    ProfileManifest,
+    ValidateManifest,
+)
 from flightdeck.core.storage import Store
 from flightdeck.data import ingest, profile, split, validate, wrangle
 
@@ -138,7 +145,7 @@ def ingest_batch(ctx: StageContext, batch: dict[str, Any]) -> dict[str, Any]:
     return {**counts, "rows_quarantined": n_quarantined, "staged_uri": staged_uri}
 
 
-def ingest_deliveries(ctx: StageContext) -> dict[str, Any]:
+def ingest_deliveries(ctx: StageContext) -> IngestManifest:
     """Claim new landing files and ingest every batch of this run.
 
     Raises:
@@ -175,8 +182,10 @@ def ingest_deliveries(ctx: StageContext) -> dict[str, Any]:
         warehouse.update_batch(ctx.engine, ctx.name, batch["batch_id"], **fields)
         if fields["status"] == "rejected":
             rejected.append(fields["error"])
-    manifest = {"spec": ctx.name, "run_id": ctx.run_id, "claimed": len(claim["claimed"]),
-                "duplicates": claim["duplicates"], "batches": len(batches), "rejected": len(rejected), **totals}
+    manifest = IngestManifest(spec=ctx.name, run_id=ctx.run_id, claimed=len(claim["claimed"]),
+                              duplicates=claim["duplicates"], batches=len(batches), rejected=len(rejected),
+                              rows_in=totals["rows_in"], rows_accepted=totals["rows_accepted"],
+                              rows_quarantined=totals["rows_quarantined"])
     if rejected:
         raise ingest.QualityGateError(
             f"{len(rejected)} of {len(batches)} batches rejected (raw files kept, details in fd_catalog):\n"
@@ -197,7 +206,7 @@ def _batches_for(ctx: StageContext, waiting: str) -> list[dict[str, Any]]:
                    if b["batch_id"] not in ids]
 
 
-def profile_batches(ctx: StageContext) -> dict[str, Any]:
+def profile_batches(ctx: StageContext) -> ProfileManifest:
     """Profile every staged batch of this run (and any left waiting): JSON and HTML reports in the lake."""
     done = []
     for batch in _batches_for(ctx, "staged"):
@@ -213,11 +222,11 @@ def profile_batches(ctx: StageContext) -> dict[str, Any]:
             fields["status"] = "profiled"
         warehouse.update_batch(ctx.engine, ctx.name, batch["batch_id"], **fields)
         done.append(batch["batch_id"][:12])
-    return {"spec": ctx.name, "run_id": ctx.run_id, "profiled": len(done)}
+    return ProfileManifest(spec=ctx.name, run_id=ctx.run_id, profiled=len(done))
 
 
 # ---------------------------------------------------------------- validate
-def validate_batches(ctx: StageContext) -> dict[str, Any]:
+def validate_batches(ctx: StageContext) -> ValidateManifest:
     """Validate every live batch of this run with the spec's GX expectations.
 
     Raises:
@@ -247,7 +256,7 @@ def validate_batches(ctx: StageContext) -> dict[str, Any]:
             passed += 1
     if failures:
         raise ingest.QualityGateError(f"{len(failures)} batches failed validation:\n" + "\n".join(failures))
-    return {"spec": ctx.name, "run_id": ctx.run_id, "validated": passed, "warnings": warnings}
+    return ValidateManifest(spec=ctx.name, run_id=ctx.run_id, validated=passed, warnings=warnings)
 
 
 # ---------------------------------------------------------------- wrangle
@@ -261,7 +270,7 @@ def _load_batches(ctx: StageContext, batches: list[dict[str, Any]]) -> pd.DataFr
     return frame.drop_duplicates(list(ctx.spec.entity_key), keep="last")
 
 
-def curate_batches(ctx: StageContext) -> dict[str, Any]:
+def curate_batches(ctx: StageContext) -> CurateManifest:
     """Rebuild the curated partitions touched by newly validated batches (of any run).
 
     A partition (one batch date) joins all validated features of that date with the
@@ -286,11 +295,11 @@ def curate_batches(ctx: StageContext) -> dict[str, Any]:
         labelled += int(curated[ctx.spec.target.name].notna().sum())
         for b in usable:
             warehouse.update_batch(ctx.engine, ctx.name, b["batch_id"], status="curated", curated_at=warehouse.now())
-    return {"spec": ctx.name, "run_id": ctx.run_id, "partitions": len(dates), "rows": rows, "labelled": labelled}
+    return CurateManifest(spec=ctx.name, run_id=ctx.run_id, partitions=len(dates), rows=rows, labelled=labelled)
 
 
 # ---------------------------------------------------------------- split
-def split_dataset(ctx: StageContext) -> dict[str, Any]:
+def split_dataset(ctx: StageContext) -> DatasetManifest:
     """Time-split all labelled curated rows, check leakage, fit wrangling on train, publish.
 
     The dataset version id is a hash of the curated partitions, so re-running on the same
@@ -338,7 +347,8 @@ def split_dataset(ctx: StageContext) -> dict[str, Any]:
         "spec_name": spec.name, "version_id": version_id, "run_id": ctx.run_id, "created_at": warehouse.now(),
         "manifest_uri": manifest_uri, **{f"{n}_rows": out["splits"][n]["rows"] for n in split.SPLITS},
         **{f"{n}_end": out["splits"][n]["end"] for n in split.SPLITS}})
-    return {"spec": spec.name, "version_id": version_id, "manifest_uri": manifest_uri,
-            **{f"{n}_rows": out["splits"][n]["rows"] for n in split.SPLITS}}
+    rows = {n: int(out["splits"][n]["rows"]) for n in split.SPLITS}
+    return DatasetManifest(spec=spec.name, version_id=version_id, manifest_uri=manifest_uri, train_rows=rows["train"],
+                           validation_rows=rows["validation"], test_rows=rows["test"])
 
 

@@ -38,6 +38,7 @@ import pandas as pd
 from flightdeck.core import warehouse
 from flightdeck.core.context import StageContext
 from flightdeck.core.errors import NothingToDo
+from flightdeck.core.manifests import MonitorManifest
 from flightdeck.core.spec import parse_duration
 
 # the checks live one family per module; their public names stay importable from here
@@ -104,7 +105,7 @@ class NothingToMonitor(NothingToDo):
 
 
 def run_monitoring(ctx: StageContext, as_of: str | None = None, partitions: Sequence[str] | None = None,
-                   run_type: str = "manual") -> dict[str, Any]:
+                   run_type: str = "manual") -> MonitorManifest:
     """Run every check once; returns a small manifest (counts, alerts, the champion watched).
 
     Args:
@@ -231,10 +232,10 @@ def run_monitoring(ctx: StageContext, as_of: str | None = None, partitions: Sequ
     figures += run_level
     evidence = record_monitoring_evidence(ctx, figures, champion_version, run_type, at) if champion_version else []
     alerts = [f for f in figures if f.status in ("alert", "error") and f.subject == ""]
-    return {"spec": ctx.name, "run_id": ctx.run_id, "as_of": as_of, "champion": champion_version,
-            "partitions": per_check_partitions, "figures": len(figures),
-            "status": {s: sum(1 for f in figures if f.status == s) for s in STATUSES},
-            "alerts": [summarise(f) for f in alerts][:50], "errors": errors, "evidence": evidence}
+    return MonitorManifest(spec=ctx.name, run_id=ctx.run_id, as_of=as_of, champion=champion_version,
+                           partitions=per_check_partitions, figures=len(figures),
+                           status={s: sum(1 for f in figures if f.status == s) for s in STATUSES},
+                           alerts=[summarise(f) for f in alerts][:50], errors=errors, evidence=evidence)
 
 
 def _zone(tz: str) -> Any:

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from flightdeck.core import lake, warehouse
 from flightdeck.core.context import StageContext
+from flightdeck.core.manifests import ScoreManifest
 from flightdeck.core.settings import Settings
 from flightdeck.core.spec import parse_duration, spec_named
 from flightdeck.core.values import safe_name
@@ -177,7 +178,7 @@ def _spool_batches(path: Path, rows: int = 200_000) -> Iterator[pa.Table]:
 
 
 def score_partition(ctx: StageContext, partition: str, version: str | None = None, *,
-                    model: ServingModel | None = None, validate_batch: bool = True) -> dict[str, Any]:
+                    model: ServingModel | None = None, validate_batch: bool = True) -> ScoreManifest:
     """Validate, score (streaming) and atomically publish one curated partition.
 
     Args:
@@ -293,10 +294,10 @@ def score_partition(ctx: StageContext, partition: str, version: str | None = Non
         rows = counted["rows"]
     if published != rows:
         raise AssertionError(f"partition {partition}: scored {rows} rows but published {published}")
-    return {"spec": spec.name, "partition": partition, "rows": published, "empty": published == 0,
-            "model_version": model.version, "model_uri": model.model_uri, "table": pt.name,
-            "unknown_categories": unknown, "timings": {k: round(v, 3) for k, v in timings.items()},
-            "validation": {k: v for k, v in details.get("validation", {}).items() if k != "summary"}}
+    return ScoreManifest(spec=spec.name, partition=partition, rows=published, empty=published == 0,
+                         model_version=model.version, model_uri=model.model_uri, table=pt.name,
+                         unknown_categories=unknown, timings={k: round(v, 3) for k, v in timings.items()},
+                         validation={k: v for k, v in details.get("validation", {}).items() if k != "summary"})
 
 
 # ---------------------------------------------------------------- outside Airflow

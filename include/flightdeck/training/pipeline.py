@@ -23,6 +23,7 @@ from flightdeck import __version__
 from flightdeck.core import lake, registry, warehouse
 from flightdeck.core.context import StageContext
 from flightdeck.core.errors import NothingToDo
+from flightdeck.core.manifests import RegisterManifest, TrainManifest
 from flightdeck.core.settings import REPO_ROOT
 from flightdeck.training import evaluate, features, train
 
@@ -170,7 +171,7 @@ def find_trained_version(ctx: StageContext, dataset_version: str, window: tuple[
 
 
 def train_model(ctx: StageContext, window: tuple[str | None, str | None] = (None, None),
-                force: bool = False, trigger: str = "manual") -> dict[str, Any]:
+                force: bool = False, trigger: str = "manual") -> TrainManifest:
     """Train, compare and choose a model on the current dataset version; log everything to MLflow.
 
     ``trigger`` records why this training ran (e.g. the monitoring alert that asked for it);
@@ -262,14 +263,14 @@ def train_model(ctx: StageContext, window: tuple[str | None, str | None] = (None
             signature=infer_signature(example, train.positive_proba(outcome.model, example)),
         )
         run_id = parent.info.run_id
-    return {"spec": spec.name, "mlflow_run_id": run_id, "model_uri": info.model_uri,
-            "chosen": outcome.chosen_name, "dataset_version": dataset["version_id"],
-            "window": list(window), "features": layout.columns,
-            "prediction_fingerprint": outcome.prediction_fingerprint,
-            "trigger": trigger, "validation": {k: val_metrics[k] for k in ("roc_auc", "log_loss", "n")},
-            "test": {k: test_metrics[k] for k in ("roc_auc", "log_loss", "n")} if test_metrics else {},
-            "training_window": [str(splits["train"][spec.event_time].min()),
-                                str(splits["train"][spec.event_time].max())]}
+    return TrainManifest(spec=spec.name, mlflow_run_id=run_id, model_uri=info.model_uri,
+                         chosen=outcome.chosen_name, dataset_version=dataset["version_id"],
+                         window=list(window), features=layout.columns,
+                         prediction_fingerprint=outcome.prediction_fingerprint,
+                         trigger=trigger, validation={k: val_metrics[k] for k in ("roc_auc", "log_loss", "n")},
+                         test={k: test_metrics[k] for k in ("roc_auc", "log_loss", "n")} if test_metrics else {},
+                         training_window=[str(splits["train"][spec.event_time].min()),
+                                          str(splits["train"][spec.event_time].max())])
 
 
 def _first_pipeline(model: Any) -> Any:
@@ -300,7 +301,7 @@ def _quote(value: str) -> str:
     return value.replace("'", "''")
 
 
-def register_model(ctx: StageContext, trained: dict[str, Any]) -> dict[str, Any]:
+def register_model(ctx: StageContext, trained: TrainManifest) -> RegisterManifest:
     """Register the trained run's model once, tag its lineage, move the ``challenger`` alias."""
     mlflow = tracking(ctx)
     client = mlflow.MlflowClient()
@@ -337,6 +338,5 @@ def register_model(ctx: StageContext, trained: dict[str, Any]) -> dict[str, Any]
     for key, value in tags.items():
         client.set_model_version_tag(name, version.version, key, value)
     client.set_registered_model_alias(name, registry.CHALLENGER, version.version)
-    return {"spec": ctx.spec.name, "registered_model": name, "version": str(version.version),
-            "alias": registry.CHALLENGER,
-            "mlflow_run_id": run.info.run_id}
+    return RegisterManifest(spec=ctx.spec.name, registered_model=name, version=str(version.version),
+                            alias=registry.CHALLENGER, mlflow_run_id=run.info.run_id)
