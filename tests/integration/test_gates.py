@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from flightdeck.core.values import safe_name
 from registry import alias_version, registry_client
 
 pytestmark = pytest.mark.slow
@@ -120,7 +121,6 @@ def first_champion(env: dict[str, Any]) -> dict[str, Any]:
 
 def test_the_gate_dag_promotes_a_first_good_model_with_evidence_and_a_report(env, first_champion):
     from flightdeck.core import warehouse
-    from flightdeck.gates import promotion as gates
 
     assert first_champion["states"] == {"judge": "success", "decide": "success"}
     version, run_id = first_champion["version"], first_champion["run"].run_id
@@ -147,7 +147,7 @@ def test_the_gate_dag_promotes_a_first_good_model_with_evidence_and_a_report(env
     mv = client.get_model_version(env["spec"].registered_model_name, version)
     assert mv.tags["flightdeck.gate.decision"] == "promote"
     assert float(mv.tags["flightdeck.ml_test_score"]) == 0  # monitoring has no evidence yet: min of sections
-    safe = gates._safe(run_id)
+    safe = safe_name(run_id)
     logged = {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(mv.run_id, f"gates/{safe}")}
     assert {"report.json", "report.html", "slice_metrics.csv", "contributions.csv"} <= logged
     report = json.loads(Path(mv.tags["flightdeck.gate.report"].replace(".html", ".json")).read_text())

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from flightdeck.core import lake as lake_catalog
 from flightdeck.core.storage import LocalStore, S3Store, open_store
 
 pytestmark = pytest.mark.s3
@@ -218,7 +219,7 @@ def test_runner_chain_on_s3(s3_endpoint, s3_client, flights_spec, tmp_path: Path
         archived = f"flights/_archive/{b['batch_id'][:12]}-{b['file_name']}"
         assert lake.read_bytes(raw_key) == landing.read_bytes(archived)
         staged = pd.read_parquet(
-            io.BytesIO(lake.read_bytes(lake_keys.staged("flights", b["source"], b["batch_id"])))
+            io.BytesIO(lake.read_bytes(lake_catalog.staged("flights", b["source"], b["batch_id"])))
         )
         assert len(staged) == b["rows_accepted"]
         with engine.connect() as conn:
