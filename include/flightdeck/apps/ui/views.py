@@ -1,0 +1,514 @@
+"""View models of the FlightDeck pages: one function per page, settings and a spec name in, dataclasses out.
+
+Every query goes through SQLAlchemy Core with bound values; table names come from the spec
+(validated identifiers). Nothing here renders HTML: :mod:`flightdeck.apps.ui.pages` does,
+with autoescaping.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from flightdeck.core import registry, warehouse
+from flightdeck.core.settings import Settings
+from flightdeck.core.spec import DatasetSpec, list_spec_names, load_spec
+
+ALIASES = (registry.CHAMPION, registry.CHALLENGER, registry.PREVIOUS_CHAMPION)
+LIMIT = 200
+"""Rows a table shows at most (newest first)."""
+
+
+class UnknownSpec(LookupError):
+    """The URL names a spec that has no spec file."""
+
+
+def spec_names(settings: Settings) -> list[str]:
+    """The specs that have a spec file (cheap: file names only)."""
+    return list_spec_names(settings.specs_dir)
+
+
+def open_spec(settings: Settings, name: str) -> DatasetSpec:
+    """The spec called ``name``; :class:`UnknownSpec` unless it is one of :func:`spec_names`."""
+    if name not in spec_names(settings):
+        raise UnknownSpec(f"no spec {name!r}")
+    return load_spec(settings.specs_dir / f"{name}.yaml")
+
+
+def engine_of(settings: Settings) -> Engine:
+    return warehouse.connect(settings.warehouse_url)
+
+
+def _rows(engine: Engine, query: sa.Select[Any]) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def _json(text: str | None, default: Any) -> Any:
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
+# ---------------------------------------------------------------- models
+@dataclass
+class VersionRow:
+    """One registered version with its aliases and lineage tags."""
+
+    version: str
+    aliases: list[str]
+    run_id: str | None
+    created_at: datetime | None
+    status: str
+    trigger: str
+    mlflow_url: str | None
+
+
+@dataclass
+class GateRow:
+    gate: str
+    hard: bool
+    passed: bool
+    value: float | None
+    threshold: float | None
+    detail: str
+
+
+@dataclass
+class ModelsView:
+    """Registry versions, the champion's ML Test Score card, its gates and the decision history."""
+
+    spec: str
+    model_name: str
+    versions: list[VersionRow]
+    aliases: dict[str, str | None]
+    card: dict[str, Any] | None
+    card_error: str | None
+    card_version: str | None
+    gate_run: str | None
+    gates: list[GateRow]
+    history: list[dict[str, Any]]
+    report_version: str | None
+
+
+def mlflow_run_url(settings: Settings, experiment_id: str | None, run_id: str | None,
+                   ui: str = "http://127.0.0.1:5000") -> str | None:
+    """The MLflow UI's page of a run (``make up`` serves it on :5000); None without a run."""
+    if not run_id or not experiment_id:
+        return None
+    base = settings.mlflow_tracking_uri if settings.mlflow_tracking_uri.startswith(("http://", "https://")) else ui
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def registry_versions(settings: Settings, spec: DatasetSpec) -> tuple[list[VersionRow], dict[str, str | None]]:
+    """Every registered version of the spec's model, newest first, and alias -> version."""
+    client = registry.mlflow_client(settings.mlflow_tracking_uri)
+    name = spec.registered_model_name
+    aliases = {a: registry.alias_version(client, name, a) for a in ALIASES}
+    by_version: dict[str, list[str]] = {}
+    for alias, version in aliases.items():
+        if version is not None:
+            by_version.setdefault(version, []).append(alias)
+    experiment = client.get_experiment_by_name(registry.experiment_name(spec.name))
+    rows = []
+    for mv in client.search_model_versions(f"name = '{name}'"):  # the name is ours: "flightdeck-<spec>"
+        tags = dict(mv.tags or {})
+        created = datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC) if mv.creation_timestamp else None
+        status = tags.get("flightdeck.gate.decision", "not judged")
+        rows.append(VersionRow(str(mv.version), by_version.get(str(mv.version), []), mv.run_id, created, status,
+                               tags.get("flightdeck.trigger", ""),
+                               mlflow_run_url(settings, experiment.experiment_id if experiment else None, mv.run_id)))
+    rows.sort(key=lambda r: int(r.version) if r.version.isdigit() else 0, reverse=True)
+    return rows, aliases
+
+
+def score_card(settings: Settings, spec: DatasetSpec, version: str) -> dict[str, Any]:
+    """The ML Test Score card of ``version`` from the evidence on record (the CLI's ``score-card``)."""
+    from flightdeck.data.runners import StageContext
+    from flightdeck.gates import promotion
+
+    return promotion.score_version(StageContext(spec, settings), version).to_dict()
+
+
+def gate_results(engine: Engine, model_name: str, version: str) -> tuple[str | None, list[GateRow]]:
+    """The gates of the newest gate run of ``version``."""
+    g = warehouse.gate_results
+    newest = _rows(engine, sa.select(g.c.run_id, sa.func.max(g.c.checked_at).label("at"))
+                   .where(g.c.model_name == model_name, g.c.model_version == version)
+                   .group_by(g.c.run_id).order_by(sa.desc("at")).limit(1))
+    if not newest:
+        return None, []
+    run_id = newest[0]["run_id"]
+    rows = _rows(engine, sa.select(g).where(g.c.model_name == model_name, g.c.model_version == version,
+                                            g.c.run_id == run_id).order_by(g.c.gate))
+    return run_id, [GateRow(r["gate"], bool(r["hard"]), bool(r["passed"]), r["value"], r["threshold"],
+                            r["detail"] or "") for r in rows]
+
+
+def decision_history(engine: Engine, spec_name: str, limit: int = LIMIT) -> list[dict[str, Any]]:
+    """Promotions, rejections and rollbacks of a spec, newest first."""
+    p = warehouse.promotions
+    rows = _rows(engine, sa.select(p).where(p.c.spec_name == spec_name)
+                 .order_by(p.c.decided_at.desc()).limit(limit))
+    for r in rows:
+        r["sections"] = _json(r["sections"], {})
+    return rows
+
+
+def models_view(settings: Settings, spec_name: str) -> ModelsView:
+    """The Models page: versions and aliases, the shown version's score card and gates, the history."""
+    spec = open_spec(settings, spec_name)
+    engine = engine_of(settings)
+    versions, aliases = registry_versions(settings, spec)
+    shown = aliases[registry.CHAMPION] or aliases[registry.CHALLENGER] or (versions[0].version if versions else None)
+    card, error = None, None
+    if shown is not None:
+        try:
+            card = score_card(settings, spec, shown)
+        except Exception as exc:  # noqa: BLE001 - the page still shows the rest, and says why
+            error = f"{type(exc).__name__}: {exc}"
+    gate_run, gates = gate_results(engine, spec.registered_model_name, shown) if shown else (None, [])
+    report = report_uri(engine, spec.registered_model_name, shown) if shown else None
+    return ModelsView(spec.name, spec.registered_model_name, versions, aliases, card, error, shown, gate_run, gates,
+                      decision_history(engine, spec.name), shown if report else None)
+
+
+def report_uri(engine: Engine, model_name: str, version: str) -> str | None:
+    """The newest gate report of ``version`` (``fd_promotions.report_uri``)."""
+    p = warehouse.promotions
+    rows = _rows(engine, sa.select(p.c.report_uri).where(p.c.model_name == model_name, p.c.model_version == version,
+                                                         p.c.report_uri.is_not(None))
+                 .order_by(p.c.decided_at.desc()).limit(1))
+    return rows[0]["report_uri"] if rows else None
+
+
+def report_uri_of_run(engine: Engine, model_name: str, version: str, run_id: str) -> str | None:
+    """The gate report of one decision (``fd_promotions`` row of that gate run)."""
+    p = warehouse.promotions
+    rows = _rows(engine, sa.select(p.c.report_uri).where(p.c.model_name == model_name, p.c.model_version == version,
+                                                         p.c.run_id == run_id).limit(1))
+    return rows[0]["report_uri"] if rows else None
+
+
+# ---------------------------------------------------------------- data
+@dataclass
+class DataView:
+    """The catalog, quarantine by reason with sample rows, and the dataset versions."""
+
+    spec: str
+    status_counts: dict[str, int]
+    batches: list[dict[str, Any]]
+    batch_total: int
+    quarantine: list[dict[str, Any]]
+    samples: dict[str, list[dict[str, Any]]]
+    dataset_versions: list[dict[str, Any]]
+
+
+def catalog_counts(engine: Engine, spec_name: str) -> dict[str, int]:
+    c = warehouse.catalog
+    rows = _rows(engine, sa.select(c.c.status, sa.func.count().label("n")).where(c.c.spec_name == spec_name)
+                 .group_by(c.c.status).order_by(c.c.status))
+    return {r["status"]: int(r["n"]) for r in rows}
+
+
+def recent_batches(engine: Engine, spec_name: str, limit: int = LIMIT) -> list[dict[str, Any]]:
+    """The newest catalog rows (by batch date, then arrival)."""
+    c = warehouse.catalog
+    return _rows(engine, sa.select(c.c.batch_id, c.c.source, c.c.file_name, c.c.batch_date, c.c.status, c.c.rows_in,
+                                   c.c.rows_accepted, c.c.rows_quarantined, c.c.validation_success, c.c.received_at,
+                                   c.c.profile_uri, c.c.validation_uri, c.c.error)
+                 .where(c.c.spec_name == spec_name)
+                 .order_by(c.c.batch_date.desc(), c.c.received_at.desc()).limit(limit))
+
+
+def quarantine_by_reason(engine: Engine, spec_name: str) -> list[dict[str, Any]]:
+    """Quarantined rows and batches per reason, most rows first."""
+    q = warehouse.quarantine
+    return _rows(engine, sa.select(q.c.reason, sa.func.count().label("rows"),
+                                   sa.func.count(sa.distinct(q.c.batch_id)).label("batches"))
+                 .where(q.c.spec_name == spec_name).group_by(q.c.reason).order_by(sa.desc("rows"), q.c.reason))
+
+
+def quarantine_samples(engine: Engine, spec_name: str, reasons: Sequence[str], per_reason: int = 5
+                       ) -> dict[str, list[dict[str, Any]]]:
+    """A few quarantined rows of each reason, as delivered (PII pseudonymised)."""
+    q = warehouse.quarantine
+    out = {}
+    for reason in reasons:
+        out[reason] = _rows(engine, sa.select(q.c.batch_id, q.c.row_number, q.c.column_name, q.c.value,
+                                              q.c.entity_key, q.c.payload)
+                            .where(q.c.spec_name == spec_name, q.c.reason == reason)
+                            .order_by(q.c.quarantined_at.desc(), q.c.batch_id, q.c.row_number).limit(per_reason))
+    return out
+
+
+def dataset_versions(engine: Engine, spec_name: str, limit: int = LIMIT) -> list[dict[str, Any]]:
+    d = warehouse.dataset_versions
+    return _rows(engine, sa.select(d).where(d.c.spec_name == spec_name).order_by(d.c.created_at.desc()).limit(limit))
+
+
+def data_view(settings: Settings, spec_name: str) -> DataView:
+    """The Data page."""
+    spec = open_spec(settings, spec_name)
+    engine = engine_of(settings)
+    counts = catalog_counts(engine, spec.name)
+    reasons = quarantine_by_reason(engine, spec.name)
+    return DataView(spec.name, counts, recent_batches(engine, spec.name), sum(counts.values()), reasons,
+                    quarantine_samples(engine, spec.name, [r["reason"] for r in reasons]),
+                    dataset_versions(engine, spec.name))
+
+
+def batch_report_key(settings: Settings, spec_name: str, batch_id: str, kind: str) -> str | None:
+    """The lake key of a batch's profile or validation HTML report, from its catalog row; None if absent."""
+    if kind not in ("profile", "validation"):
+        return None
+    row = warehouse.get_batch(engine_of(settings), spec_name, batch_id)
+    uri = row.get(f"{kind}_uri") if row else None
+    return lake_key(settings, uri[: -len(".json")] + ".html") if uri and uri.endswith(".json") else None
+
+
+def lake_key(settings: Settings, uri: str | None) -> str | None:
+    """The key of ``uri`` inside the lake, or None when it lies outside it (never served then)."""
+    from flightdeck.core.storage import open_store
+
+    if not uri:
+        return None
+    root = open_store(settings.lake_uri, settings.s3_endpoint_url).uri("").rstrip("/") + "/"
+    if not uri.startswith(root) or ".." in uri[len(root):].split("/"):
+        return None
+    return uri[len(root):]
+
+
+def read_lake(settings: Settings, key: str) -> bytes:
+    from flightdeck.core.storage import open_store
+
+    return open_store(settings.lake_uri, settings.s3_endpoint_url).read_bytes(key)
+
+
+# ---------------------------------------------------------------- predictions
+@dataclass
+class PredictionsView:
+    """A lookup by entity key, a partition's riskiest rows and the scoring runs."""
+
+    spec: str
+    keys: list[str]
+    key: dict[str, str]
+    found: list[dict[str, Any]] | None
+    lookup_error: str | None
+    partitions: list[str]
+    partition: str | None
+    riskiest: list[dict[str, Any]]
+    runs: list[dict[str, Any]]
+
+
+def published_partitions(engine: Engine, spec_name: str, limit: int = 400) -> list[str]:
+    """Partitions with a published scoring run, newest first."""
+    r = warehouse.scoring_runs
+    rows = _rows(engine, sa.select(r.c.partition_date).where(r.c.spec_name == spec_name, r.c.status == "published")
+                 .group_by(r.c.partition_date).order_by(r.c.partition_date.desc()).limit(limit))
+    return [row["partition_date"] for row in rows]
+
+
+def riskiest(engine: Engine, spec: DatasetSpec, partition: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The ``limit`` highest scores of one partition (the README's query)."""
+    from flightdeck.serving import predictions
+
+    pt = predictions.ensure_tables(engine, spec)
+    t = pt.table
+    query = (sa.select(t).where(t.c[predictions.PARTITION] == predictions.check_partition(partition))
+             .order_by(t.c.score.desc(), *(t.c[k] for k in pt.keys)).limit(int(limit)))
+    return _rows(engine, query)
+
+
+def scoring_runs(engine: Engine, spec_name: str, limit: int = LIMIT) -> list[dict[str, Any]]:
+    r = warehouse.scoring_runs
+    return _rows(engine, sa.select(r.c.run_id, r.c.partition_date, r.c.model_version, r.c.status, r.c.rows,
+                                   r.c.started_at, r.c.finished_at, r.c.error)
+                 .where(r.c.spec_name == spec_name).order_by(r.c.started_at.desc()).limit(limit))
+
+
+def predictions_view(settings: Settings, spec_name: str, key: Mapping[str, str] | None = None,
+                     partition: str | None = None) -> PredictionsView:
+    """The Predictions page: ``key`` (column -> value, blanks ignored) looks up, ``partition`` picks the day."""
+    from flightdeck.serving import predictions
+
+    spec = open_spec(settings, spec_name)
+    engine = engine_of(settings)
+    given = {k: v.strip() for k, v in (key or {}).items() if v is not None and v.strip()}
+    found, error = None, None
+    if given:
+        try:
+            found = predictions.lookup(engine, spec, given, limit=50)
+        except predictions.PredictionLookupError as exc:
+            error = str(exc)
+    parts = published_partitions(engine, spec.name)
+    chosen = partition or (parts[0] if parts else None)
+    rows: list[dict[str, Any]] = []
+    if chosen:
+        try:
+            rows = riskiest(engine, spec, chosen)
+        except predictions.PredictionLookupError as exc:
+            error, chosen = str(exc), None
+    return PredictionsView(spec.name, list(spec.entity_key), dict(key or {}), found, error, parts, chosen, rows,
+                           scoring_runs(engine, spec.name))
+
+
+# ---------------------------------------------------------------- monitoring
+@dataclass
+class Event:
+    """A mark on the decay chart: at a data date (partition)."""
+
+    date: str
+    kind: str  # alert | retrain | promote | rollback
+    label: str
+
+
+@dataclass
+class MonitoringView:
+    """Realised quality over time with its events, drift per feature, alerts, retraining, delivery metrics."""
+
+    spec: str
+    metric: str
+    decay: dict[str, list[tuple[str, float]]]
+    reference: float | None
+    events: list[Event]
+    drift_partition: str | None
+    drift: list[dict[str, Any]]
+    psi_warn: float
+    psi_alert: float
+    alerts: list[dict[str, Any]]
+    retraining: list[dict[str, Any]]
+    delivery: dict[str, Any] | None
+    delivery_error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def decay_series(engine: Engine, spec_name: str, metric: str) -> dict[str, list[tuple[str, float]]]:
+    """window (``partition``, ``rolling``) -> [(partition, value)] of the overall realised ``metric``."""
+    m = warehouse.monitoring_metrics
+    rows = _rows(engine, sa.select(m.c.window, m.c.partition_date, m.c.value)
+                 .where(m.c.spec_name == spec_name, m.c.check_name == "decay", m.c.metric == metric,
+                        m.c.subject == "", m.c.window.in_(["partition", "rolling"]), m.c.value.is_not(None))
+                 .order_by(m.c.partition_date))
+    out: dict[str, list[tuple[str, float]]] = {"partition": [], "rolling": []}
+    for r in rows:
+        out[r["window"]].append((r["partition_date"], float(r["value"])))
+    return out
+
+
+def decay_threshold(engine: Engine, spec_name: str, metric: str) -> float | None:
+    """The newest alert threshold of the rolling decay metric."""
+    m = warehouse.monitoring_metrics
+    rows = _rows(engine, sa.select(m.c.threshold).where(
+        m.c.spec_name == spec_name, m.c.check_name == "decay", m.c.metric == metric, m.c.subject == "",
+        m.c.window == "rolling", m.c.threshold.is_not(None)).order_by(m.c.partition_date.desc()).limit(1))
+    return float(rows[0]["threshold"]) if rows else None
+
+
+def chart_events(engine: Engine, spec_name: str) -> list[Event]:
+    """Alerts (decay), retraining requests and promotions, placed on the data-date axis.
+
+    A promotion is marked at the first partition its version published (when it began to serve);
+    a retraining at the as-of date it was decided for.
+    """
+    m, r, s, p = warehouse.monitoring_metrics, warehouse.retraining, warehouse.scoring_runs, warehouse.promotions
+    events = [Event(row["partition_date"], "alert", f"decay alert ({row['n']})") for row in _rows(
+        engine, sa.select(m.c.partition_date, sa.func.count().label("n"))
+        .where(m.c.spec_name == spec_name, m.c.check_name == "decay", m.c.status == "alert")
+        .group_by(m.c.partition_date))]
+    events += [Event(row["as_of"], "retrain", "retrain requested") for row in _rows(
+        engine, sa.select(r.c.as_of).where(r.c.spec_name == spec_name, r.c.action == "retrain"))]
+    first_served = {row["model_version"]: row["first"] for row in _rows(
+        engine, sa.select(s.c.model_version, sa.func.min(s.c.partition_date).label("first"))
+        .where(s.c.spec_name == spec_name, s.c.status == "published").group_by(s.c.model_version))}
+    for row in _rows(engine, sa.select(p.c.model_version, p.c.action).where(
+            p.c.spec_name == spec_name, p.c.action.in_(["promote", "rollback"]))):
+        when = first_served.get(row["model_version"])
+        if when:
+            events.append(Event(when, "promote" if row["action"] == "promote" else "rollback",
+                                f"{row['action']} v{row['model_version']}"))
+    unique = {(e.date, e.kind, e.label): e for e in events}
+    return sorted(unique.values(), key=lambda e: (e.date, e.kind))
+
+
+def drift_by_feature(engine: Engine, spec_name: str) -> tuple[str | None, list[dict[str, Any]]]:
+    """PSI (and its status) of every feature on the newest partition that has drift figures."""
+    m = warehouse.monitoring_metrics
+    newest = _rows(engine, sa.select(sa.func.max(m.c.partition_date).label("p")).where(
+        m.c.spec_name == spec_name, m.c.check_name == "drift", m.c.metric == "psi", m.c.subject != ""))
+    partition = newest[0]["p"] if newest else None
+    if partition is None:
+        return None, []
+    return partition, _rows(engine, sa.select(m.c.subject, m.c.value, m.c.status, m.c.rows, m.c.threshold).where(
+        m.c.spec_name == spec_name, m.c.check_name == "drift", m.c.metric == "psi", m.c.subject != "",
+        m.c.partition_date == partition).order_by(m.c.value.desc(), m.c.subject))
+
+
+def recent_alerts(engine: Engine, spec_name: str, limit: int = 50) -> list[dict[str, Any]]:
+    m = warehouse.monitoring_metrics
+    return _rows(engine, sa.select(m.c.partition_date, m.c.window, m.c.check_name, m.c.metric, m.c.subject,
+                                   m.c.value, m.c.threshold, m.c.model_version, m.c.measured_at)
+                 .where(m.c.spec_name == spec_name, m.c.status == "alert")
+                 .order_by(m.c.partition_date.desc(), m.c.check_name, m.c.metric, m.c.subject).limit(limit))
+
+
+def retraining_decisions(engine: Engine, spec_name: str, limit: int = 50) -> list[dict[str, Any]]:
+    r = warehouse.retraining
+    rows = _rows(engine, sa.select(r).where(r.c.spec_name == spec_name).order_by(r.c.decided_at.desc()).limit(limit))
+    for row in rows:
+        reasons = _json(row["reasons"], [])
+        row["reasons"] = "; ".join(
+            f"{x.get('check')} {x.get('metric')}" + (f" {x['subject']}" if x.get("subject") else "")
+            + (f" = {x['value']:.4g}" if isinstance(x.get("value"), int | float) else "")
+            + (f" (limit {x['threshold']:.4g})" if isinstance(x.get("threshold"), int | float) else "")
+            for x in reasons if isinstance(x, dict))
+    return rows
+
+
+def delivery_metrics(settings: Settings, spec_name: str) -> dict[str, Any]:
+    """The four delivery metrics (the CLI's ``delivery-metrics``), JSON-able."""
+    from flightdeck.monitoring import delivery
+
+    return delivery.compute_delivery_metrics(*delivery.load_delivery_events(settings, spec_name)).to_dict()
+
+
+def monitoring_view(settings: Settings, spec_name: str) -> MonitoringView:
+    """The Monitoring page."""
+    spec = open_spec(settings, spec_name)
+    engine = engine_of(settings)
+    metric = spec.monitoring.decay.metric
+    drift_partition, drift = drift_by_feature(engine, spec.name)
+    delivery, delivery_error = None, None
+    try:
+        delivery = delivery_metrics(settings, spec.name)
+    except Exception as exc:  # noqa: BLE001 - a registry hiccup must not hide the rest of the page
+        delivery_error = f"{type(exc).__name__}: {exc}"
+    return MonitoringView(spec.name, metric, decay_series(engine, spec.name, metric),
+                          decay_threshold(engine, spec.name, metric), chart_events(engine, spec.name),
+                          drift_partition, drift, spec.monitoring.drift.psi_warn, spec.monitoring.drift.psi_alert,
+                          recent_alerts(engine, spec.name), retraining_decisions(engine, spec.name), delivery,
+                          delivery_error)
+
+
+# ---------------------------------------------------------------- summary (the JSON API)
+def summary(settings: Settings, spec_name: str) -> dict[str, Any]:
+    """Champion, challenger, the champion's score and band, the newest published partition."""
+    spec = open_spec(settings, spec_name)
+    engine = engine_of(settings)
+    client = registry.mlflow_client(settings.mlflow_tracking_uri)
+    aliases = {a: registry.alias_version(client, spec.registered_model_name, a) for a in ALIASES}
+    champion = aliases[registry.CHAMPION]
+    card = score_card(settings, spec, champion) if champion else None
+    parts = published_partitions(engine, spec.name, limit=1)
+    return {"spec": spec.name, "model": spec.registered_model_name, "aliases": aliases,
+            "ml_test_score": card["final"] if card else None, "band": card["band"] if card else None,
+            "sections": card["sections"] if card else None, "newest_partition": parts[0] if parts else None}
