@@ -59,9 +59,11 @@ def decay_chart(series: dict[str, Sequence[tuple[str, float]]], events: Sequence
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" stroke="#eee"/>'
                      f'<text x="{LEFT - 6}" y="{y(tick) + 4:.1f}" text-anchor="end" font-size="11">{tick:.3f}</text>')
     first, last = min(days), max(days)
-    for tick in _ticks(first, last, 6 if last > first else 1):
+    ticks = _ticks(first, last, 6 if last > first else 1)
+    for i, tick in enumerate(ticks):
         label = date.fromordinal(round(tick)).isoformat()
-        parts.append(f'<text x="{x(tick):.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" font-size="11">'
+        anchor = "end" if i == len(ticks) - 1 and len(ticks) > 1 else "middle"
+        parts.append(f'<text x="{x(tick):.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="{anchor}" font-size="11">'
                      f'{label}</text>')
     for e in events:
         colour = EVENT_COLOURS.get(e.kind, "#555")
@@ -73,7 +75,8 @@ def decay_chart(series: dict[str, Sequence[tuple[str, float]]], events: Sequence
             parts.append(f'<line x1="{ex:.1f}" x2="{ex:.1f}" y1="{TOP}" y2="{HEIGHT - BOTTOM}" stroke="{colour}" '
                          f'stroke-width="1.5" stroke-dasharray="{"4 3" if e.kind == "retrain" else "none"}" '
                          f'class="event event-{escape(e.kind)}"><title>{escape(e.date)}: {escape(e.label)}</title>'
-                         f'</line><text x="{ex + 3:.1f}" y="{TOP + 12}" font-size="10" fill="{colour}">'
+                         f'</line><text x="{ex + 3:.1f}" y="{TOP + (26 if e.kind == "retrain" else 12)}" '
+                         f'font-size="10" fill="{colour}">'
                          f'{escape(e.label)}</text>')
     if threshold is not None:
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(threshold):.1f}" y2="{y(threshold):.1f}" '
@@ -112,9 +115,9 @@ def drift_chart(rows: Sequence[dict[str, object]], warn: float, alert: float) ->
                      f'fill="{colour}"><title>{escape(str(r["subject"]))}: PSI {value:.4f} '
                      f'({escape(str(r["status"]))})</title></rect>'
                      f'<text x="{x(value) + 4:.1f}" y="{y0 + 12}" font-size="11">{value:.3f}</text>')
-    for limit, colour, name in ((warn, "#ef6c00", "warn"), (alert, "#c62828", "alert")):
+    for limit, colour, name, label_y in ((warn, "#ef6c00", "warn", TOP - 8), (alert, "#c62828", "alert", height - 6)):
         parts.append(f'<line x1="{x(limit):.1f}" x2="{x(limit):.1f}" y1="{TOP - 4}" y2="{height - 20}" '
-                     f'stroke="{colour}" stroke-dasharray="5 3"/><text x="{x(limit) + 2:.1f}" y="{height - 6}" '
+                     f'stroke="{colour}" stroke-dasharray="5 3"/><text x="{x(limit) + 2:.1f}" y="{label_y}" '
                      f'font-size="10" fill="{colour}">{name} {limit:g}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
