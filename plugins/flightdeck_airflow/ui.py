@@ -27,7 +27,6 @@ def create_ui_app() -> Any:
     """The FlightDeck app with Airflow's user check on every route."""
     from airflow.api_fastapi.core_api.security import get_user
     from fastapi import Depends
-
     from flightdeck.apps.ui.web import create_app
 
     return create_app(dependencies=[Depends(get_user)], login_url=login_url)

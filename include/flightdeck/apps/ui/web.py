@@ -30,8 +30,9 @@ def _base(request: Request) -> str:
 
 
 def _wants_html(request: Request) -> bool:
-    return "text/html" in request.headers.get("accept", "") and not request.url.path.startswith(
-        f"{_base(request)}/api/")
+    """A browser asking for a page (the JSON API always answers 401 instead)."""
+    path = request.url.path.removeprefix(_base(request))
+    return "text/html" in request.headers.get("accept", "") and not path.startswith("/api/")
 
 
 def create_app(settings: Callable[[], Settings] = Settings.from_env, dependencies: Sequence[Depends] = (),
