@@ -75,8 +75,9 @@ def render(template: str, **context: Any) -> str:
     return environment().get_template(template).render(**context)
 
 
-def render_index(specs: list[str], base: str = "") -> str:
-    return render("index.html", title="Specs", page="index", specs=specs, base=base)
+def render_index(summaries: list[dict[str, Any]], specs: list[str], base: str = "") -> str:
+    """The landing page: per spec its champion, challenger, the champion's score, the newest partition."""
+    return render("index.html", title="Specs", page="index", specs=specs, base=base, summaries=summaries)
 
 
 def render_error(title: str, message: str, specs: list[str], base: str = "", spec: str | None = None) -> str:

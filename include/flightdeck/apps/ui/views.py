@@ -512,3 +512,15 @@ def summary(settings: Settings, spec_name: str) -> dict[str, Any]:
     return {"spec": spec.name, "model": spec.registered_model_name, "aliases": aliases,
             "ml_test_score": card["final"] if card else None, "band": card["band"] if card else None,
             "sections": card["sections"] if card else None, "newest_partition": parts[0] if parts else None}
+
+
+def summaries(settings: Settings) -> list[dict[str, Any]]:
+    """:func:`summary` of every spec; a spec whose summary fails says why instead."""
+    out = []
+    for name in spec_names(settings):
+        try:
+            out.append(summary(settings, name))
+        except Exception as exc:  # noqa: BLE001 - one broken spec must not hide the others
+            out.append({"spec": name, "aliases": None, "ml_test_score": None, "newest_partition": None,
+                        "error": f"{type(exc).__name__}: {exc}"})
+    return out

@@ -84,7 +84,8 @@ def _page_routes(app: FastAPI, settings: Callable[[], Settings]) -> None:
 
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request) -> HTMLResponse:
-        return HTMLResponse(pages.render_index(views.spec_names(settings()), _base(request)))
+        s = settings()
+        return HTMLResponse(pages.render_index(views.summaries(s), views.spec_names(s), _base(request)))
 
     @app.get("/{spec}/models", response_class=HTMLResponse)
     def models(request: Request, spec: str) -> HTMLResponse:
