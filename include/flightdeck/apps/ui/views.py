@@ -343,7 +343,7 @@ def predictions_view(settings: Settings, spec_name: str, key: Mapping[str, str] 
 
     spec = open_spec(settings, spec_name)
     engine = engine_of(settings)
-    given = {k: v.strip() for k, v in (key or {}).items() if v is not None and v.strip()}
+    given = {k: str(v).strip() for k, v in (key or {}).items() if v is not None and str(v).strip()}
     found, error = None, None
     if given:
         try:
@@ -358,7 +358,8 @@ def predictions_view(settings: Settings, spec_name: str, key: Mapping[str, str] 
             rows = riskiest(engine, spec, chosen)
         except predictions.PredictionLookupError as exc:
             error, chosen = str(exc), None
-    return PredictionsView(spec.name, list(spec.entity_key), dict(key or {}), found, error, parts, chosen, rows,
+    shown = {k: str(v) for k, v in (key or {}).items()}
+    return PredictionsView(spec.name, list(spec.entity_key), shown, found, error, parts, chosen, rows,
                            scoring_runs(engine, spec.name))
 
 
