@@ -121,6 +121,7 @@ def test_every_flightdeck_page_shows_what_a_model_owner_needs(browser: Browser, 
     assert browser.js("document.querySelectorAll('#gates tr').length") > 1
     assert "promote" in browser.text("#history")
     browser.screenshot(SHOTS / "models.png")
+    browser.screenshot(SHOTS / "models-top.png", full_page=False)
 
     browser.goto(f"{base}/data")
     assert int(browser.text("#batch-total")) > 0
@@ -165,3 +166,22 @@ def test_a_signed_out_browser_is_sent_to_the_login(airflow_up: str):
         for page in ("models", "data", "predictions", "monitoring"):
             fresh.goto(f"{airflow_up}/flightdeck/flights/{page}")
             assert "/auth/login" in fresh.url, (page, fresh.url)
+
+
+def test_the_json_api_takes_a_token_from_the_auth_manager(airflow_up: str, demo_run: DemoRun):
+    password = json.loads((demo_run.home / "airflow" / "simple_auth_manager_passwords.json.generated")
+                          .read_text())["admin"]
+    login = urllib.request.Request(f"{airflow_up}/auth/token", method="POST",
+                                   headers={"content-type": "application/json"},
+                                   data=json.dumps({"username": "admin", "password": password}).encode())
+    with urllib.request.urlopen(login, timeout=30) as resp:  # noqa: S310 - loopback
+        token = json.load(resp)["access_token"]
+    ask = urllib.request.Request(f"{airflow_up}/flightdeck/api/flights/summary",
+                                 headers={"authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(ask, timeout=60) as resp:  # noqa: S310 - loopback
+        summary = json.load(resp)
+    assert summary["aliases"]["champion"] == _champion(demo_run)[0]
+    assert summary["ml_test_score"] is not None
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        urllib.request.urlopen(f"{airflow_up}/flightdeck/api/flights/summary", timeout=30)  # noqa: S310
+    assert denied.value.code == 401
