@@ -121,6 +121,11 @@ def test_the_monitoring_view_has_decay_with_its_events_drift_alerts_retraining_a
 
 def test_pages_of_a_fresh_home_say_what_is_missing(empty):
     settings = empty
+    models = views.models_view(settings, "flights")
+    assert models.versions == [] and models.card is None and set(models.aliases.values()) == {None}
+    assert "No registered version yet" in pages.render_models(models, SPECS)
+    assert views.summaries(settings)[0]["aliases"] == {"champion": None, "challenger": None,
+                                                       "previous_champion": None}
     assert "No batch delivered yet" in pages.render_data(views.data_view(settings, "flights"), SPECS)
     assert "No scoring run yet" in pages.render_predictions(views.predictions_view(settings, "flights"), SPECS)
     monitoring = pages.render_monitoring(views.monitoring_view(settings, "flights"), SPECS)

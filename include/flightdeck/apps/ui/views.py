@@ -120,7 +120,8 @@ def registry_versions(settings: Settings, spec: DatasetSpec) -> tuple[list[Versi
             by_version.setdefault(version, []).append(alias)
     experiment = client.get_experiment_by_name(registry.experiment_name(spec.name))
     rows = []
-    for mv in client.search_model_versions(f"name = '{name}'"):  # the name is ours: "flightdeck-<spec>"
+    # MLflow's filter is text: the name is "flightdeck-<spec>", the spec name a checked identifier ([a-z0-9_])
+    for mv in client.search_model_versions(f"name = '{name}'"):
         tags = dict(mv.tags or {})
         created = datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC) if mv.creation_timestamp else None
         status = tags.get("flightdeck.gate.decision", "not judged")
