@@ -131,14 +131,15 @@ class Browser:
         return str(self.js(f"(document.querySelector({json.dumps(selector)}) || {{}}).innerText || ''"))
 
     def screenshot(self, path: Path, full_page: bool = True) -> Path:
-        """Save a PNG of the page (the whole page, not only the window)."""
+        """Save a PNG of the whole page, or of the window only (``full_page=False``)."""
         height = self.height
+        self.js("window.scrollTo(0, 0)")
         if full_page:
             size = self.send("Page.getLayoutMetrics")["cssContentSize"]
             height = max(int(size["height"]), self.height)
         self.send("Emulation.setDeviceMetricsOverride", width=self.width, height=height, deviceScaleFactor=1,
                   mobile=False)
-        data = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]
+        data = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=full_page)["data"]
         self.send("Emulation.clearDeviceMetricsOverride")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))
