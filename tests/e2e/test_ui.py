@@ -11,8 +11,6 @@ Screenshots go to ``docs/ui/`` (the README and docs/ui.md show them).
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,22 +23,11 @@ import pytest
 import sqlalchemy as sa
 from cdp import Browser, chromium_path
 from e2e_support import REPO, DemoRun, free_port
+from flightdeck.apps.demo import stop
 
 pytestmark = pytest.mark.slow
 
 SHOTS = REPO / "docs" / "ui"
-
-
-def _stop(proc: subprocess.Popen[bytes], grace: float = 30.0) -> None:
-    """Stop the process group by its id: SIGTERM, then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def _answers(url: str) -> bool:
@@ -76,7 +63,7 @@ def airflow_up(demo_run: DemoRun) -> Iterator[str]:
             time.sleep(2)
         yield base
     finally:
-        _stop(proc)
+        stop(proc)  # the demo's: by process group, SIGKILL for what outlives the leader
 
 
 @pytest.fixture(scope="module")
