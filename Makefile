@@ -15,10 +15,12 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export GX_ANALYTICS_ENABLED := false
 
+SUDO := $(shell test "$$(id -u)" = 0 || echo sudo)
+
 DEMO_START ?= 2013-01-01
 DEMO_END ?= 2013-01-31
 
-.PHONY: install init demo test up clean bench lint
+.PHONY: install init browser demo test up clean bench lint
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,7 +36,11 @@ init: install  ## create and migrate every store once (Airflow metadata DB, ware
 demo: install  ## replay a month of flights: data, training, gate and scoring DAGs through the real scheduler
 	$(BIN)/flightdeck demo --start $(DEMO_START) --end $(DEMO_END)
 
-test: install  ## run the whole test suite (and record its ML Test Score evidence in the warehouse)
+browser:  ## headless Chromium for the UI tests: the Debian package, installed only when missing (no browser download)
+	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+
+test: install browser  ## run the whole test suite (and record its ML Test Score evidence in the warehouse)
 	FLIGHTDECK_EVIDENCE_URL=$${FLIGHTDECK_EVIDENCE_URL:-sqlite:///$(abspath $(FLIGHTDECK_HOME))/warehouse.db} $(BIN)/python -m pytest
 
 up: init  ## start the Airflow UI (standalone) and the MLflow UI; Ctrl-C stops both
@@ -47,15 +53,17 @@ up: init  ## start the Airflow UI (standalone) and the MLflow UI; Ctrl-C stops b
 	trap 'kill -TERM -$$AF -$$ML 2>/dev/null; wait' INT TERM EXIT; \
 	for i in $$(seq 120); do test -f $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated && break; sleep 1; done; \
 	echo "Airflow UI: http://localhost:8080  login: admin / $$($(BIN)/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["admin"])' $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated 2>/dev/null)"; \
+	echo "FlightDeck: http://localhost:8080/flightdeck/  (models, data, predictions, monitoring; also in the Airflow UI's menu)"; \
 	echo "MLflow UI:  http://127.0.0.1:5000"; \
 	echo "logs: $(FLIGHTDECK_HOME)/logs  (Ctrl-C stops both)"; \
 	wait $$AF
 
-bench: install  ## benchmarks (results in BENCHMARKS.md): data pipeline, training, scoring, monitoring (about 50 minutes)
+bench: install  ## benchmarks (results in BENCHMARKS.md): data pipeline, training, scoring, monitoring, UI (about 50 minutes)
 	$(BIN)/python benchmarks/bench_data_pipeline.py
 	cd benchmarks && ../$(BIN)/python bench_training.py
 	$(BIN)/python benchmarks/bench_scoring.py --rows 1000000 3000000
 	$(BIN)/python benchmarks/bench_monitoring.py --rows 1000000
+	$(BIN)/python benchmarks/bench_ui.py
 
 lint: install  ## ruff everywhere; mypy on the library and the plugin (strict on core/ and data/, see pyproject.toml)
 	$(BIN)/ruff check include plugins dags tests benchmarks

@@ -17,10 +17,6 @@ logged), and that the MLflow store is whole afterwards.
 from __future__ import annotations
 
 import json
-import math
-import os
-import shutil
-import socket
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -28,17 +24,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from e2e_support import DemoRun, next_monday_0400
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[2]
-FAKE_CLOCK = Path(__file__).resolve().parent / "fakeclock"
-
-
-def next_monday_0400(now: datetime) -> datetime:
-    """The next Monday 04:00 UTC after ``now``: the weekly training's trigger time."""
-    day = (now + timedelta(days=(7 - now.weekday()) % 7)).replace(hour=4, minute=0, second=0, microsecond=0)
-    return day if day > now else day + timedelta(days=7)
 
 
 @pytest.mark.parametrize(("now", "expected"), [
@@ -50,12 +38,6 @@ def test_the_clock_is_put_on_the_next_monday_0400(now: datetime, expected: datet
     assert next_monday_0400(now) == expected
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _runs(env: dict[str, str], dag_id: str) -> list[dict[str, str]]:
     out = subprocess.run([str(Path(sys.executable).with_name("airflow")), "dags", "list-runs", dag_id, "-o", "json"],
                          env=env, capture_output=True, text=True, check=True).stdout
@@ -63,40 +45,11 @@ def _runs(env: dict[str, str], dag_id: str) -> list[dict[str, str]]:
     return list(json.loads(line))
 
 
-def test_the_demo_passes_when_every_scheduled_interval_has_just_passed(tmp_path: Path):
-    real_now = datetime.now(UTC)
-    fake_start = next_monday_0400(real_now)
-    offset = math.ceil((fake_start - real_now).total_seconds()) + 2  # the faked clock starts just past 04:00
-    home = tmp_path / "home"
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AIRFLOW", "FLIGHTDECK_", "MLFLOW_TRACKING"))}
-    env.update({
-        "FLIGHTDECK_HOME": str(home),
-        "AIRFLOW_HOME": str(home / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "GX_ANALYTICS_ENABLED": "false",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    })
-    fake = {**env, "PYTHONPATH": str(FAKE_CLOCK), "FLIGHTDECK_FAKE_CLOCK_OFFSET": str(offset)}
-    clock = subprocess.run([sys.executable, "-c", "import datetime; print(datetime.datetime.now(datetime.UTC))"],
-                           env=fake, capture_output=True, text=True, check=True).stdout
-    faked = datetime.fromisoformat(clock.strip())
-    assert timedelta(0) <= faked - fake_start < timedelta(minutes=2), f"the fake clock did not move: {clock}"
-
-    flightdeck = shutil.which("flightdeck", path=env["PATH"]) or str(Path(sys.executable).with_name("flightdeck"))
-    demo = subprocess.run([flightdeck, "demo", "--start", "2013-01-01", "--end", "2013-01-31"], env=fake,
-                          capture_output=True, text=True, timeout=2400)
-    output = demo.stdout + demo.stderr
-    (tmp_path / "demo.log").write_text(output)
-    assert demo.returncode == 0, output[-6000:]
+def test_the_demo_passes_when_every_scheduled_interval_has_just_passed(demo_run: DemoRun):
+    fake_start, faked, home, env = demo_run.fake_start, demo_run.faked_now, demo_run.home, demo_run.env
+    assert timedelta(0) <= faked - fake_start < timedelta(minutes=2), f"the fake clock did not move: {faked}"
+    output = demo_run.output
+    assert demo_run.returncode == 0, output[-6000:]
     # what the demo promises, in its summary
     assert "gate decision for version 1: PROMOTE" in output, output[-4000:]
     assert "@champion" in output

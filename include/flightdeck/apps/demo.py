@@ -44,15 +44,39 @@ def start_standalone(log_path: Path) -> subprocess.Popen[bytes]:
 
 
 def stop(proc: subprocess.Popen[bytes], grace: float = 30.0) -> None:
-    """Stop a process group: SIGTERM, then SIGKILL after ``grace`` seconds."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
+    """Stop a process group: SIGTERM, then SIGKILL after ``grace`` seconds.
+
+    Members still alive once the leader has gone (a scheduler that ignored SIGTERM was seen
+    to outlive ``airflow standalone``) get SIGKILL too: the group is this one's own.
+    """
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    deadline = time.monotonic() + 5  # a few seconds more for the members to finish on their own
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if _group_alive(proc.pid):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 5  # until init has reaped them
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def _group_alive(pgid: int) -> bool:
     try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def json_lines(output: str) -> list[dict[str, Any]]:

@@ -317,6 +317,16 @@ def partition_sample(engine: Engine, spec: DatasetSpec, partition: str, rows: in
         return pd.read_sql_query(query, conn)
 
 
+def riskiest(engine: Engine, spec: DatasetSpec, partition: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The ``limit`` highest scores of one partition (the README's query)."""
+    pt = ensure_tables(engine, spec)
+    t = pt.table
+    query = (sa.select(t).where(t.c[PARTITION] == check_partition(partition))
+             .order_by(t.c.score.desc(), *(t.c[k] for k in pt.keys)).limit(int(limit)))
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(query).mappings()]
+
+
 def check_partition(partition: str) -> str:
     """A partition is a YYYY-MM-DD date."""
     try:

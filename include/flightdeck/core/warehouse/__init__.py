@@ -8,10 +8,11 @@ bound parameters. Every SQL statement of FlightDeck lives here or in
 
 - :mod:`.schema`: the tables;
 - :mod:`.store`: connecting, migrating, and the writes and generic reads;
-- :mod:`.queries`: the named reads the stages and apps need.
+- :mod:`.queries`: the named reads the stages and apps need;
+- :mod:`.pages`: the reads behind the FlightDeck pages of the Airflow UI.
 """
 
-from flightdeck.core.warehouse import queries
+from flightdeck.core.warehouse import pages, queries
 from flightdeck.core.warehouse.schema import (
     catalog,
     dataset_versions,
@@ -30,6 +31,9 @@ from flightdeck.core.warehouse.schema import (
 )
 from flightdeck.core.warehouse.store import (
     connect,
+    fetch_all,
+    fetch_first,
+    fetch_scalar,
     get_batch,
     list_batches,
     migrate,
@@ -46,9 +50,10 @@ from flightdeck.core.warehouse.store import (
 )
 
 __all__ = [
-    "catalog", "connect", "dataset_versions", "deliveries", "fingerprints", "gate_results", "get_batch",
-    "label_orphans", "list_batches", "metadata", "migrate", "monitoring_metrics", "now", "promotions",
-    "quarantine", "quarantine_counts", "queries", "record_dataset_version", "record_delivery",
-    "replace_quarantine", "replace_rows", "retraining", "scoring_runs", "select_rows", "shadow_predictions",
-    "test_evidence", "to_json", "update_batch", "upsert_batch",
+    "catalog", "connect", "dataset_versions", "deliveries", "fetch_all", "fetch_first", "fetch_scalar",
+    "fingerprints", "gate_results", "get_batch", "label_orphans", "list_batches", "metadata", "migrate",
+    "monitoring_metrics", "now", "pages", "promotions", "quarantine", "quarantine_counts", "queries",
+    "record_dataset_version", "record_delivery", "replace_quarantine", "replace_rows", "retraining",
+    "scoring_runs", "select_rows", "shadow_predictions", "test_evidence", "to_json", "update_batch",
+    "upsert_batch",
 ]

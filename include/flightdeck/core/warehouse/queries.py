@@ -23,28 +23,14 @@ from flightdeck.core.warehouse.schema import (
     scoring_runs,
     test_evidence,
 )
-
-
-def _rows(engine: Engine, query: sa.Select[Any]) -> list[dict[str, Any]]:
-    with engine.connect() as conn:
-        return [dict(r) for r in conn.execute(query).mappings()]
-
-
-def _first(engine: Engine, query: sa.Select[Any]) -> dict[str, Any] | None:
-    rows = _rows(engine, query.limit(1))
-    return rows[0] if rows else None
-
-
-def _scalar(engine: Engine, query: sa.Select[Any]) -> Any:
-    with engine.connect() as conn:
-        return conn.execute(query).scalar()
+from flightdeck.core.warehouse.store import fetch_all, fetch_first, fetch_scalar
 
 
 # ---------------------------------------------------------------- data
 def batch_summary(engine: Engine, spec_name: str) -> list[dict[str, Any]]:
     """Per source and status: batches, rows in, accepted and quarantined."""
     c = catalog.c
-    return _rows(engine, sa.select(c.source, c.status, sa.func.count().label("batches"),
+    return fetch_all(engine, sa.select(c.source, c.status, sa.func.count().label("batches"),
                                    sa.func.sum(c.rows_in).label("rows_in"),
                                    sa.func.sum(c.rows_accepted).label("rows_accepted"),
                                    sa.func.sum(c.rows_quarantined).label("rows_quarantined"))
@@ -54,7 +40,7 @@ def batch_summary(engine: Engine, spec_name: str) -> list[dict[str, Any]]:
 def quarantine_by_reason(engine: Engine, spec_name: str) -> dict[str, int]:
     """Quarantined rows per reason over every batch of a spec."""
     q = quarantine.c
-    rows = _rows(engine, sa.select(q.reason, sa.func.count().label("n")).where(q.spec_name == spec_name)
+    rows = fetch_all(engine, sa.select(q.reason, sa.func.count().label("n")).where(q.spec_name == spec_name)
                  .group_by(q.reason).order_by(q.reason))
     return {r["reason"]: int(r["n"]) for r in rows}
 
@@ -62,18 +48,19 @@ def quarantine_by_reason(engine: Engine, spec_name: str) -> dict[str, int]:
 def quarantined_rows(engine: Engine, spec_name: str, limit: int) -> list[dict[str, Any]]:
     """The first ``limit`` quarantined rows, by batch and row number."""
     q = quarantine.c
-    return _rows(engine, sa.select(quarantine).where(q.spec_name == spec_name)
+    return fetch_all(engine, sa.select(quarantine).where(q.spec_name == spec_name)
                  .order_by(q.batch_id, q.row_number).limit(limit))
 
 
 def latest_dataset_version(engine: Engine, spec_name: str) -> dict[str, Any] | None:
     v = dataset_versions.c
-    return _first(engine, sa.select(dataset_versions).where(v.spec_name == spec_name).order_by(v.created_at.desc()))
+    return fetch_first(engine, sa.select(dataset_versions).where(v.spec_name == spec_name)
+                       .order_by(v.created_at.desc()))
 
 
 def dataset_created_at(engine: Engine, spec_name: str, version_id: str) -> datetime | None:
     v = dataset_versions.c
-    created: datetime | None = _scalar(engine, sa.select(v.created_at).where(
+    created: datetime | None = fetch_scalar(engine, sa.select(v.created_at).where(
         v.spec_name == spec_name, v.version_id == version_id))
     return created
 
@@ -81,7 +68,7 @@ def dataset_created_at(engine: Engine, spec_name: str, version_id: str) -> datet
 def newest_curated_delivery(engine: Engine, spec_name: str, until: datetime) -> datetime | None:
     """When the newest curated batch received by ``until`` arrived."""
     c = catalog.c
-    newest: datetime | None = _scalar(engine, sa.select(sa.func.max(c.received_at)).where(
+    newest: datetime | None = fetch_scalar(engine, sa.select(sa.func.max(c.received_at)).where(
         c.spec_name == spec_name, c.status == "curated", c.received_at <= until))
     return newest
 
@@ -91,13 +78,13 @@ def promotion_history(engine: Engine, spec_name: str, limit: int | None = None) 
     """Promotions, rejections and rollbacks, newest first."""
     p = promotions.c
     query = sa.select(promotions).where(p.spec_name == spec_name).order_by(p.decided_at.desc())
-    return _rows(engine, query.limit(limit) if limit else query)
+    return fetch_all(engine, query.limit(limit) if limit else query)
 
 
 def monitoring_evidence_of_other_versions(engine: Engine, model_name: str, version: str) -> list[dict[str, Any]]:
     """Monitoring evidence recorded against the model's other versions (the champion it watched)."""
     t = test_evidence.c
-    return _rows(engine, sa.select(test_evidence).where(
+    return fetch_all(engine, sa.select(test_evidence).where(
         t.model_name == model_name, t.section == "monitor", t.model_version != version))
 
 
@@ -105,7 +92,7 @@ def monitoring_evidence_of_other_versions(engine: Engine, model_name: str, versi
 def partition_figure_sources(engine: Engine, spec_name: str, decay_metric: str) -> list[dict[str, Any]]:
     """The stability and decay figures per partition, with the detail naming what they were computed from."""
     m = monitoring_metrics.c
-    return _rows(engine, sa.select(m.check_name, m.partition_date, m.detail).where(
+    return fetch_all(engine, sa.select(m.check_name, m.partition_date, m.detail).where(
         m.spec_name == spec_name, m.window == "partition", m.subject == "",
         # decay has a mean_score figure too (without the fingerprint): pair each check with its own metric
         sa.or_(sa.and_(m.check_name == "stability", m.metric == "mean_score"),
@@ -115,14 +102,14 @@ def partition_figure_sources(engine: Engine, spec_name: str, decay_metric: str) 
 def run_alerts(engine: Engine, spec_name: str, run_id: str) -> list[dict[str, Any]]:
     """The model-level figures of one monitoring run in ``alert`` status."""
     m = monitoring_metrics.c
-    return _rows(engine, sa.select(monitoring_metrics).where(
+    return fetch_all(engine, sa.select(monitoring_metrics).where(
         m.spec_name == spec_name, m.run_id == run_id, m.status == "alert", m.subject == ""))
 
 
 def alert_figures(engine: Engine, spec_name: str, checks: Sequence[str]) -> list[dict[str, Any]]:
     """Every figure in ``alert`` status of the given checks, oldest first."""
     m = monitoring_metrics.c
-    return _rows(engine, sa.select(m.check_name, m.partition_date, m.model_version, m.metric, m.subject, m.value,
+    return fetch_all(engine, sa.select(m.check_name, m.partition_date, m.model_version, m.metric, m.subject, m.value,
                                    m.threshold, m.measured_at)
                  .where(m.spec_name == spec_name, m.status == "alert", m.check_name.in_(list(checks)))
                  .order_by(m.measured_at, m.check_name, m.metric, m.subject))
@@ -130,21 +117,21 @@ def alert_figures(engine: Engine, spec_name: str, checks: Sequence[str]) -> list
 
 def figures_newest_first(engine: Engine, spec_name: str) -> list[dict[str, Any]]:
     m = monitoring_metrics.c
-    return _rows(engine, sa.select(monitoring_metrics).where(m.spec_name == spec_name)
+    return fetch_all(engine, sa.select(monitoring_metrics).where(m.spec_name == spec_name)
                  .order_by(m.partition_date.desc(), m.check_name, m.metric, m.subject))
 
 
 def feature_psi(engine: Engine, spec_name: str) -> list[dict[str, Any]]:
     """The drift PSI of every feature and partition."""
     m = monitoring_metrics.c
-    return _rows(engine, sa.select(m.partition_date, m.subject, m.value).where(
+    return fetch_all(engine, sa.select(m.partition_date, m.subject, m.value).where(
         m.spec_name == spec_name, m.check_name == "drift", m.metric == "psi"))
 
 
 def last_retrain_request(engine: Engine, spec_name: str, other_than_run: str, up_to: str) -> str | None:
     """The data date of the newest retraining request up to ``up_to``, made by another run."""
     r = retraining.c
-    as_of: str | None = _scalar(engine, sa.select(r.as_of).where(r.spec_name == spec_name, r.action == "retrain",
+    as_of: str | None = fetch_scalar(engine, sa.select(r.as_of).where(r.spec_name == spec_name, r.action == "retrain",
                                                                  r.run_id != other_than_run, r.as_of <= up_to)
                                 .order_by(r.as_of.desc()).limit(1))
     return as_of
@@ -153,7 +140,7 @@ def last_retrain_request(engine: Engine, spec_name: str, other_than_run: str, up
 def previous_fingerprint(engine: Engine, spec_name: str, kind: str, other_than_run: str) -> dict[str, Any] | None:
     """The newest fingerprint of ``kind`` (dependencies, config) recorded by another run."""
     f = fingerprints.c
-    return _first(engine, sa.select(f.digest, f.content, f.run_id)
+    return fetch_first(engine, sa.select(f.digest, f.content, f.run_id)
                   .where(f.spec_name == spec_name, f.kind == kind, f.run_id != other_than_run)
                   .order_by(f.measured_at.desc()))
 
@@ -162,7 +149,7 @@ def previous_fingerprint(engine: Engine, spec_name: str, kind: str, other_than_r
 def published_run_times(engine: Engine, spec_name: str, versions: Sequence[str]) -> list[dict[str, Any]]:
     """(model_version, finished_at) of every published scoring run of these versions, oldest first."""
     s = scoring_runs.c
-    return _rows(engine, sa.select(s.model_version, s.finished_at)
+    return fetch_all(engine, sa.select(s.model_version, s.finished_at)
                  .where(s.spec_name == spec_name, s.status == "published", s.finished_at.is_not(None),
                         s.model_version.in_(list(versions)))
                  .order_by(s.finished_at))

@@ -171,3 +171,19 @@ def select_rows(engine: Engine, table: sa.Table, where: Mapping[str, Any],
     query = query.order_by(*(table.c[c] for c in order_by))
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def fetch_all(engine: Engine, query: sa.Select[Any]) -> list[dict[str, Any]]:
+    """Every row of ``query`` as a dict."""
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def fetch_first(engine: Engine, query: sa.Select[Any]) -> dict[str, Any] | None:
+    rows = fetch_all(engine, query.limit(1))
+    return rows[0] if rows else None
+
+
+def fetch_scalar(engine: Engine, query: sa.Select[Any]) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(query).scalar()
