@@ -16,6 +16,7 @@ import json
 import logging
 import tempfile
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,8 @@ def claim_landed_files(ctx: StageContext) -> dict[str, list[str]]:
                 rkey = lake.raw(ctx.name, source_name, sha, file_name)
                 raw_uri = ctx.lake.uri(rkey) if ctx.lake.exists(rkey) else ctx.lake.put_file(local, rkey)
                 try:
-                    batch_date = ingest.batch_date_of(ctx.spec.sources[source_name], file_name)
+                    batch_date = ingest.batch_date_of(ctx.spec.sources[source_name], file_name,
+                                                      received_at=received, tz=ctx.spec.timezone)
                 except ingest.DeliveryError:
                     batch_date = None  # reported when the batch is parsed
                 warehouse.upsert_batch(ctx.engine, {
@@ -122,8 +124,11 @@ def ingest_batch(ctx: StageContext, batch: dict[str, Any]) -> dict[str, Any]:
     at = warehouse.now()
     with tempfile.TemporaryDirectory(dir=ctx.workdir) as tmp:
         local = raw.download(raw_rel, Path(tmp) / file_name)
-        rules = ingest.RowRules(batch_id=batch_id, batch_date=ingest.batch_date_of(source, file_name),
-                                received_at=batch["received_at"])
+        dated = source.batch_grain == "none" or source.batch_date is None
+        batch_date = (date.fromisoformat(batch["batch_date"]) if dated and batch["batch_date"]
+                      else ingest.batch_date_of(source, file_name))
+        rules = ingest.RowRules(batch_id=batch_id, batch_date=batch_date, received_at=batch["received_at"],
+                                grain=source.batch_grain)
 
         def accepted_chunks() -> Iterator[pd.DataFrame]:
             offset = 1
