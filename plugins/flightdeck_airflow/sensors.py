@@ -9,13 +9,17 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException
 
+from flightdeck_airflow.operators import run_type_of
+
 
 class LandingZoneSensor(BaseSensorOperator):
     """Wait until deliveries for a spec land in ``<landing>/<spec>/`` (local folder or S3).
 
     Deferrable by default: the wait happens in the triggerer. When nothing lands within
-    ``timeout`` the task is skipped, and so is the rest of the run. Returns the list of
-    waiting file keys (small) to XCom.
+    ``timeout`` the task is skipped, and so is the rest of the run. A run triggered by hand
+    (``airflow dags trigger``, ``airflow dags test``, ``dag.test()``) does not wait: with
+    nothing landed it skips at once, saying where it looked. Returns the list of waiting
+    file keys (small) to XCom.
     """
 
     template_fields: Sequence[str] = ("spec_name",)
@@ -47,6 +51,12 @@ class LandingZoneSensor(BaseSensorOperator):
         if files:
             self.log.info("%d deliveries waiting: %s", len(files), files[:10])
             return files
+        if run_type_of(context) == "manual":
+            reason = (f"nothing to ingest: no file matching {self._patterns} in "
+                      f"{self._settings.landing_uri}/{self.spec_name}/ (a manual run does not wait for "
+                      "deliveries; scheduled runs wait up to the sensor's timeout)")
+            self.log.info(reason)
+            raise AirflowSkipException(reason)
         if not self.deferrable:
             super().execute(context)
             return self._waiting()

@@ -24,6 +24,7 @@ import pandas as pd
 
 from flightdeck.core import lake, warehouse
 from flightdeck.core.context import StageContext
+from flightdeck.core.errors import NothingToDo
 from flightdeck.core.manifests import (
     CurateManifest,
     DatasetManifest,
@@ -36,6 +37,27 @@ from flightdeck.data import ingest, profile, split, validate, wrangle
 
 log = logging.getLogger(__name__)
 LIVE = ("staged", "profiled", "validated", "invalid", "curated")
+WAITING = ("received", "staged", "profiled", "validated")
+
+
+class NoCuratedData(NothingToDo, ValueError):
+    """No curated partition exists yet: there is nothing to split."""
+
+
+def nothing_ingested(ctx: StageContext, manifest: IngestManifest) -> str | None:
+    """Why the rest of a data run has nothing to do after ingest, or ``None`` when it has work.
+
+    Nothing was ingested (no new file, or only duplicates) and no batch of an earlier run is
+    waiting at a later stage.
+    """
+    if manifest["batches"]:
+        return None
+    waiting = warehouse.list_batches(ctx.engine, ctx.name, statuses=WAITING)
+    if waiting:
+        return None
+    what = (f"only duplicates of ingested files ({', '.join(manifest['duplicates'][:5])})"
+            if manifest["duplicates"] else f"no new deliveries in {ctx.landing.uri(ctx.name)}")
+    return f"nothing to ingest for {ctx.name}: {what}, and no batch of an earlier run is waiting"
 
 
 
@@ -316,7 +338,7 @@ def split_dataset(ctx: StageContext) -> DatasetManifest:
     spec = ctx.spec
     keys = lake.curated_keys(ctx.lake, spec.name)
     if not keys:
-        raise ValueError(f"no curated data for spec {spec.name!r} yet: ingest and validate deliveries first")
+        raise NoCuratedData(f"no curated data for spec {spec.name!r} yet: ingest and validate deliveries first")
     frame = pd.concat([lake.read_parquet(ctx.lake, k, ctx.workdir) for k in keys], ignore_index=True)
     labelled = frame[frame[spec.target.name].notna()].sort_values([spec.event_time, *spec.entity_key])
     splits = split.time_split(labelled, spec.event_time, (spec.split.train, spec.split.validation, spec.split.test))
