@@ -693,6 +693,9 @@ def _format_errors(path: Path, exc: ValidationError) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden" and " " in str(err["loc"][-1]):
             msg += " (an unquoted comma inside {...} splits a value: quote it)"
+        if not err["loc"] and re.match(r"^[a-z_]+(\.[a-z0-9_]+)+: ", msg):
+            lines.append(f"{path.name}: {msg}")  # a cross-field rule names its field itself
+            continue
         lines.append(f"{path.name}: {loc}: {msg}")
     return "\n".join(lines)
 
