@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import date
+from datetime import UTC, date, datetime
 
 from flightdeck.core.errors import FlightDeckError
 from flightdeck.core.settings import Settings
@@ -60,7 +60,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     """Run one DAG's work (data, training, gate, scoring) outside the scheduler, printing each manifest."""
     from flightdeck.apps import stages
 
-    run_id = args.run_id or f"cli__{args.stage}__{date.today().isoformat()}"
+    run_id = args.run_id or f"cli__{args.stage}__{datetime.now(UTC):%Y%m%dT%H%M%S}"
     for step in stages.run_stage(settings, args.spec, args.stage, run_id):
         if step.manifest is not None:
             print(f"{step.task}: {json.dumps(step.manifest, default=str, sort_keys=True)}")
@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a DAG's work (data, training, gate, scoring) outside the scheduler")
     p.add_argument("spec")
     p.add_argument("--stage", required=True, choices=["data", "training", "gate", "scoring"])
-    p.add_argument("--run-id", default=None, help="default: cli__<stage>__<today>")
+    p.add_argument("--run-id", default=None, help="default: cli__<stage>__<now, UTC>; the same run id re-runs that run")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("init", help="create and migrate every store (Airflow DB, warehouse, MLflow) once")
     p.add_argument("--no-airflow", action="store_true", help="leave the Airflow metadata DB alone")
