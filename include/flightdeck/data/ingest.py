@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import cast
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -208,6 +209,22 @@ class RowRules:
         """Add accepted (hence new and unique) key hashes; a stable sort merges the two sorted runs in O(n)."""
         fresh = np.sort(hashes.astype(np.uint64))
         self.seen_keys = np.sort(np.concatenate([self.seen_keys, fresh]), kind="stable")
+
+
+def batch_rules(source: SourceSpec, batch: dict[str, object]) -> RowRules:
+    """The row rules of a cataloged batch: its period (by the source's grain) and receipt time.
+
+    An undated source (``batch_grain: none``) keeps the batch date recorded when the file was
+    claimed; the others read it from the file name again.
+    """
+    file_name, recorded = str(batch["file_name"]), batch.get("batch_date")
+    if source.batch_grain == "none" or source.batch_date is None:
+        batch_date = date.fromisoformat(str(recorded)) if recorded else None
+    else:
+        batch_date = batch_date_of(source, file_name)
+    received = cast(datetime, batch["received_at"])
+    return RowRules(batch_id=str(batch["batch_id"]), batch_date=batch_date, received_at=received,
+                    grain=source.batch_grain)
 
 
 def _as_text(raw: pd.Series) -> pd.Series:

@@ -16,7 +16,6 @@ import json
 import logging
 import tempfile
 from collections.abc import Iterator
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -146,11 +145,7 @@ def ingest_batch(ctx: StageContext, batch: dict[str, Any]) -> dict[str, Any]:
     at = warehouse.now()
     with tempfile.TemporaryDirectory(dir=ctx.workdir) as tmp:
         local = raw.download(raw_rel, Path(tmp) / file_name)
-        dated = source.batch_grain == "none" or source.batch_date is None
-        batch_date = (date.fromisoformat(batch["batch_date"]) if dated and batch["batch_date"]
-                      else ingest.batch_date_of(source, file_name))
-        rules = ingest.RowRules(batch_id=batch_id, batch_date=batch_date, received_at=batch["received_at"],
-                                grain=source.batch_grain)
+        rules = ingest.batch_rules(source, batch)
 
         def accepted_chunks() -> Iterator[pd.DataFrame]:
             offset = 1
