@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pendulum
 import pytest
+import sqlalchemy as sa
 
 pytestmark = pytest.mark.slow
 
@@ -113,6 +114,16 @@ def test_penguins_from_landing_files_to_looked_up_predictions(penguin_dags, peng
     assert len(found) == 1 and 0.0 <= found[0]["score"] <= 1.0
     assert found[0]["partition_date"] == "2008-11-01" and found[0]["model_version"] == "1"
     assert "label" in found[0]
+
+    # monitoring works per month: drift, skew (rebuilt with the month's window rule) and realised quality
+    monitoring = penguin_dags["penguins_monitoring"].test()
+    assert _states(monitoring)["monitor"] == "success", _states(monitoring)
+    metrics = warehouse.monitoring_metrics
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(metrics.c.partition_date, metrics.c.status).where(
+            metrics.c.spec_name == "penguins", metrics.c.metric == "rows_differing_share")).all()
+    assert rows and {r.partition_date for r in rows} <= set(MONTHS)
+    assert {r.status for r in rows} == {"ok"}, rows
 
 
 def test_a_historical_run_with_nothing_landed_skips_with_the_reason(penguin_dags, penguins_home, caplog):
