@@ -131,3 +131,41 @@ def test_a_historical_run_with_nothing_landed_skips_with_the_reason(penguin_dags
     states = _states(run)
     assert states["wait_for_deliveries"] == "skipped", states
     assert set(states.values()) == {"skipped"}, "no task succeeds having done nothing"
+
+
+def test_undated_deliveries_are_batched_by_the_day_they_arrive(tmp_path, monkeypatch):
+    """``batch_grain: none``: no date in the file name; each file is a batch keyed by its arrival day."""
+    import yaml
+    from flightdeck.apps import init as stores
+    from flightdeck.core import lake, warehouse
+    from flightdeck.core.context import StageContext
+    from flightdeck.core.settings import Settings
+    from flightdeck.core.spec import load_spec
+    from flightdeck.core.storage import open_store
+    from flightdeck.data import replay, runners
+
+    raw = yaml.safe_load(SPEC_FILE.read_text())
+    raw["sources"]["survey"].update(batch_grain="none", batch_date=None)
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "penguins.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    monkeypatch.setenv("FLIGHTDECK_HOME", str(tmp_path / "fd"))
+    monkeypatch.setenv("FLIGHTDECK_SPECS_DIR", str(specs))
+    monkeypatch.setenv("FLIGHTDECK_PSEUDONYMISATION_KEY", "penguins-key")
+    settings = Settings.from_env()
+    stores.init_stores(settings, airflow=False)
+    spec = load_spec(specs / "penguins.yaml")
+    landing = open_store(settings.landing_uri)
+    frame = replay.load_replay_source(spec)
+    for name, rows in (("penguins_first.csv", frame.iloc[:200]), ("penguins_second.csv", frame.iloc[200:])):
+        landing.put_bytes(rows[list(spec.features_source.headers)].to_csv(index=False).encode(), f"penguins/{name}")
+    ctx = StageContext(spec, settings, run_id="undated-1")
+    ingested = runners.ingest_deliveries(ctx)
+    assert (ingested["batches"], ingested["rows_in"], ingested["rows_quarantined"]) == (2, 344, 0), \
+        "no outside_window without a period"
+    for stage in (runners.profile_batches, runners.validate_batches, runners.curate_batches, runners.split_dataset):
+        stage(ctx)
+    batches = warehouse.list_batches(ctx.engine, "penguins")
+    today = warehouse.now().date().isoformat()
+    assert {b["batch_date"] for b in batches} == {today} and {b["status"] for b in batches} == {"curated"}
+    assert lake.curated_keys(ctx.lake, "penguins") == [lake.curated("penguins", today)]
