@@ -102,7 +102,8 @@ def cmd_bootstrap_suite(args: argparse.Namespace, settings: Settings) -> int:
     spec.suite_dir.mkdir(parents=True, exist_ok=True)
     for name, source in spec.sources.items():
         rules = ingest.RowRules(batch_id="bootstrap", batch_date=None, received_at=now())
-        parsed = ingest.parse_rows(window[list(source.columns)], spec, source, rules, 1, "bootstrap")
+        delivered = window[list(source.headers)].rename(columns=source.headers)
+        parsed = ingest.parse_rows(delivered, spec, source, rules, 1, "bootstrap")
         accepted = parsed.accepted.drop(columns=["_batch_id", "_row_number"])
         prof = profile.profile_frame(pd.DataFrame(accepted))
         expectations = validate.bootstrap_expectations(spec, name, prof)
