@@ -184,6 +184,17 @@ class TargetSpec(_Frozen):
 
     _name = field_validator("name")(lambda v: check_identifier(v, "target name"))
 
+    @model_validator(mode="before")
+    @classmethod
+    def _numeric_text(cls, data: Any) -> Any:
+        # value: "15" with a numeric op stays the number it always was
+        if isinstance(data, dict) and data.get("op") in ("gt", "ge", "lt", "le") and isinstance(data.get("value"), str):
+            try:
+                return {**data, "value": float(data["value"])}
+            except ValueError:
+                return data
+        return data
+
     @model_validator(mode="after")
     def _one_rule(self) -> TargetSpec:
         if (self.op is None) == (self.positive is None):
