@@ -11,17 +11,21 @@ from flightdeck.core.settings import Settings
 from flightdeck.core.spec import DatasetSpec, discover_specs
 
 # Early enough that a historical logical date (say 2013-03-01 for the flights replay) runs:
-# `airflow dags test <dag> <date>` before a DAG's start_date runs no task at all. catchup is
-# off, so an early start date schedules no backfill.
+# `airflow dags test <dag> <date>` before a DAG's start_date runs no task at all and still
+# reports success. catchup is off, so an early start date schedules no backfill.
 START_DATE = pendulum.datetime(2000, 1, 1, tz="UTC")
 
 
 def start_date_of(spec: DatasetSpec) -> pendulum.DateTime:
-    """The DAGs' start date: the spec's ``start_date`` (midnight in its time zone), else :data:`START_DATE`."""
+    """The DAGs' start date: :data:`START_DATE`, or the spec's ``start_date`` if that is earlier.
+
+    A later ``start_date`` of the spec is enforced by the data DAG's sensor instead, which
+    skips a run of an earlier logical date saying so, rather than Airflow running nothing.
+    """
     if spec.start_date is None:
         return START_DATE
     day = pendulum.Date.fromisoformat(spec.start_date)
-    return pendulum.datetime(day.year, day.month, day.day, tz=spec.timezone)
+    return min(START_DATE, pendulum.datetime(day.year, day.month, day.day, tz=spec.timezone))
 
 
 def flightdeck_specs() -> list[DatasetSpec]:
@@ -34,8 +38,8 @@ def spec_dag(spec: DatasetSpec, stage: str, *, description: str, doc_md: str, sc
              params: dict[str, Any] | None = None, **default_args: Any) -> DAG:
     """The DAG ``<spec>_<stage>``, registered with the DagBag when its ``with`` block ends (``auto_register``).
 
-    One run at a time, no catch-up, starting at the spec's ``start_date`` (or early); every
-    task gets the spec's owner, ``retries`` and the ``spec_name`` its operator needs.
+    One run at a time, no catch-up, an early start date (:func:`start_date_of`); every task
+    gets the spec's owner, ``retries`` and the ``spec_name`` its operator needs.
     """
     return DAG(
         dag_id=f"{spec.name}_{stage}",

@@ -40,14 +40,30 @@ class LandingZoneSensor(BaseSensorOperator):
         settings = Settings.from_env()
         spec = spec_named(settings.specs_dir, self.spec_name)
         self._patterns = [s.pattern for s in spec.sources.values()]
+        self._start_date, self._timezone = spec.start_date, spec.timezone
         self._settings = settings
         return waiting_files(open_store(settings.landing_uri, settings.s3_endpoint_url), spec.name, self._patterns)
 
     def poke(self, context: Context) -> bool | Any:
         return bool(self._waiting())
 
+    def _check_start_date(self, context: Context) -> None:
+        """Skip a run whose logical date is before the spec's ``start_date``, saying so."""
+        import pendulum
+
+        start, logical = self._start_date, context.get("logical_date")
+        if start is None or logical is None:
+            return
+        day = pendulum.instance(logical).in_timezone(self._timezone).date()
+        if day.isoformat() < start:
+            reason = (f"logical date {day} is before spec {self.spec_name}'s start_date {start}: "
+                      "nothing to ingest for it")
+            self.log.info(reason)
+            raise AirflowSkipException(reason)
+
     def execute(self, context: Context) -> Any:
         files = self._waiting()
+        self._check_start_date(context)
         if files:
             self.log.info("%d deliveries waiting: %s", len(files), files[:10])
             return files

@@ -73,4 +73,23 @@ def test_dag_start_dates_let_a_historical_logical_date_run(flights_spec, tmp_pat
 
     assert start_date_of(flights_spec) == START_DATE <= pendulum.datetime(2013, 1, 1, tz="UTC")
     penguins = load_spec(Path(__file__).resolve().parents[1] / "fixtures" / "specs" / "penguins.yaml")
-    assert start_date_of(penguins) == pendulum.datetime(2007, 11, 1, tz="UTC")
+    assert start_date_of(penguins) == START_DATE, "a later spec start_date is the sensor's to enforce"
+    early = penguins.model_copy(update={"start_date": "1999-06-01"})
+    assert start_date_of(early) == pendulum.datetime(1999, 6, 1, tz="UTC")
+
+
+def test_a_run_before_the_spec_start_date_skips_saying_so(env_home, tmp_path, monkeypatch):
+    import shutil
+
+    from airflow.sdk.exceptions import AirflowSkipException
+    from flightdeck_airflow.sensors import LandingZoneSensor
+
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "fixtures" / "specs" / "penguins.yaml", specs)
+    monkeypatch.setenv("FLIGHTDECK_SPECS_DIR", str(specs))
+    sensor = LandingZoneSensor(task_id="wait", spec_name="penguins")
+    context = {**_manual(), "logical_date": pendulum.datetime(2005, 1, 1, tz="UTC")}
+    with pytest.raises(AirflowSkipException, match="logical date 2005-01-01 is before spec penguins's "
+                                                   "start_date 2007-11-01"):
+        sensor.execute(context)
