@@ -75,9 +75,25 @@ class FlightDeckStageOperator(BaseOperator):
 
 
 class IngestDeliveriesOperator(FlightDeckStageOperator):
-    """Claim landed files, keep them immutable in raw/, parse, quarantine, pseudonymise, stage."""
+    """Claim landed files, keep them immutable in raw/, parse, quarantine, pseudonymise, stage.
+
+    Skips (and so does the rest of the run) when nothing new was ingested and no batch of an
+    earlier run waits, with the reason in the log: a run never succeeds having done nothing.
+    """
 
     stage = "ingest_deliveries"
+
+    def execute(self, context: Context) -> Mapping[str, Any]:
+        from flightdeck.data import runners
+
+        ctx = self.stage_context(context)
+        manifest = self.run_stage(runners.ingest_deliveries, ctx)
+        self.log.info("%s manifest: %s", self.stage, manifest)
+        reason = runners.nothing_ingested(ctx, manifest)
+        if reason:
+            self.log.info(reason)
+            raise AirflowSkipException(reason)
+        return manifest
 
 
 class ProfileBatchesOperator(FlightDeckStageOperator):

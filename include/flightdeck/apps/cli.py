@@ -1,4 +1,4 @@
-"""The ``flightdeck`` command line: init, specs, replay, bootstrap-suite, catalog, quarantine, train, judge,
+"""The ``flightdeck`` command line: init, specs, run, replay, bootstrap-suite, catalog, quarantine, train, judge,
 score-card, promotions, rollback, delivery-metrics, score, lookup, monitor, year, demo."""
 
 from __future__ import annotations
@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import date
+from datetime import UTC, date, datetime
 
 from flightdeck.core.errors import FlightDeckError
 from flightdeck.core.settings import Settings
-from flightdeck.core.spec import SpecError, discover_specs, spec_named
+from flightdeck.core.spec import SpecError, load_spec, spec_named
 
 
 def _spec(settings: Settings, name: str):  # type: ignore[no-untyped-def]
@@ -27,8 +27,45 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_specs(args: argparse.Namespace, settings: Settings) -> int:
-    for spec in discover_specs(settings.specs_dir):
+    """Validate every spec (of the specs folder, or the files/folders given): one line each, errors by field."""
+    from pathlib import Path
+
+    paths: list[Path] = []
+    for given in args.check or [str(settings.specs_dir)]:
+        path = Path(given)
+        if path.is_dir():
+            paths.extend(sorted(path.glob("*.yaml")))
+        else:
+            paths.append(path)
+    if not paths:
+        print(f"no specs (*.yaml) in {', '.join(args.check or [str(settings.specs_dir)])}")
+        return 1
+    invalid = 0
+    for path in paths:
+        try:
+            spec = load_spec(path)
+        except SpecError as exc:
+            invalid += 1
+            print(f"{path.stem:<16} INVALID")
+            for line in str(exc).splitlines():
+                print(f"    {line}")
+            continue
         print(f"{spec.name:<16} {spec.fingerprint():<18} {spec.title}")
+    if invalid:
+        print(f"{invalid} of {len(paths)} specs invalid")
+    return 1 if invalid else 0
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one DAG's work (data, training, gate, scoring) outside the scheduler, printing each manifest."""
+    from flightdeck.apps import stages
+
+    run_id = args.run_id or f"cli__{args.stage}__{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    for step in stages.run_stage(settings, args.spec, args.stage, run_id):
+        if step.manifest is not None:
+            print(f"{step.task}: {json.dumps(step.manifest, default=str, sort_keys=True)}")
+        if step.skipped:
+            print(f"{step.task}: skipped: {step.skipped}")
     return 0
 
 
@@ -65,7 +102,8 @@ def cmd_bootstrap_suite(args: argparse.Namespace, settings: Settings) -> int:
     spec.suite_dir.mkdir(parents=True, exist_ok=True)
     for name, source in spec.sources.items():
         rules = ingest.RowRules(batch_id="bootstrap", batch_date=None, received_at=now())
-        parsed = ingest.parse_rows(window[list(source.columns)], spec, source, rules, 1, "bootstrap")
+        delivered = window[list(source.headers)].rename(columns=source.headers)
+        parsed = ingest.parse_rows(delivered, spec, source, rules, 1, "bootstrap")
         accepted = parsed.accepted.drop(columns=["_batch_id", "_row_number"])
         prof = profile.profile_frame(pd.DataFrame(accepted))
         expectations = validate.bootstrap_expectations(spec, name, prof)
@@ -241,15 +279,24 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flightdeck", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("specs", help="list and validate the dataset specs").set_defaults(func=cmd_specs)
+    p = sub.add_parser("specs", help="validate the dataset specs (exit 1 if one is invalid), naming the field")
+    p.add_argument("--check", action="append", metavar="PATH",
+                   help="a spec file or a folder of specs to validate instead of the specs folder (repeat it)")
+    p.set_defaults(func=cmd_specs)
+    p = sub.add_parser("run", help="run a DAG's work (data, training, gate, scoring) outside the scheduler")
+    p.add_argument("spec")
+    p.add_argument("--stage", required=True, choices=["data", "training", "gate", "scoring"])
+    p.add_argument("--run-id", default=None, help="default: cli__<stage>__<now, UTC>; the same run id re-runs that run")
+    p.set_defaults(func=cmd_run)
     p = sub.add_parser("init", help="create and migrate every store (Airflow DB, warehouse, MLflow) once")
     p.add_argument("--no-airflow", action="store_true", help="leave the Airflow metadata DB alone")
     p.add_argument("--repair", action="store_true",
                    help="drop the tables an interrupted MLflow migration left behind, then migrate again")
     p.set_defaults(func=cmd_init)
-    p = sub.add_parser("replay", help="cut a source into daily deliveries and drop them into the landing zone")
+    p = sub.add_parser("replay", help="cut a source into per-period deliveries (a day, a month...) and drop "
+                                      "them into the landing zone")
     p.add_argument("spec")
-    p.add_argument("--start", help="first day, YYYY-MM-DD")
+    p.add_argument("--start", help="first day, YYYY-MM-DD (a month is delivered when it overlaps start..end)")
     p.add_argument("--end", help="last day, YYYY-MM-DD (default: --start)")
     p.add_argument("--pace", type=float, default=0.0, help="seconds to wait between days")
     p.set_defaults(func=cmd_replay)

@@ -1,7 +1,9 @@
 """``flightdeck init``: create and migrate every store once, by one process, before any DAG runs.
 
 The stores are the Airflow metadata DB (``airflow db migrate``, run as a subprocess so the
-stage library never imports Airflow), the warehouse (its tables, every spec's predictions
+stage library never imports Airflow, then ``airflow dags reserialize``, so ``airflow dags
+list`` shows every spec's DAGs at once instead of "No data found" until a DAG processor has
+parsed them), the warehouse (its tables, every spec's predictions
 table and view, and the columns an earlier schema lacks), and the MLflow tracking/registry
 store (created or migrated, and one experiment per spec). ``make demo``, ``make up``, the
 test session and the compose file's init service all run it. Running it again changes
@@ -37,13 +39,23 @@ def airflow_executable() -> str:
     return str(Path(sys.executable).with_name("airflow"))
 
 
-def migrate_airflow() -> str:
-    """Run ``airflow db migrate`` once (Airflow reads its own ``AIRFLOW__*`` settings)."""
-    done = subprocess.run([airflow_executable(), "db", "migrate"], capture_output=True, text=True)
+def _airflow(*args: str) -> None:
+    done = subprocess.run([airflow_executable(), *args], capture_output=True, text=True)
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
-        raise RuntimeError(f"'airflow db migrate' failed (exit {done.returncode}):\n{tail}")
+        raise RuntimeError(f"'airflow {' '.join(args)}' failed (exit {done.returncode}):\n{tail}")
+
+
+def migrate_airflow() -> str:
+    """Run ``airflow db migrate`` once (Airflow reads its own ``AIRFLOW__*`` settings)."""
+    _airflow("db", "migrate")
     return "airflow metadata DB migrated"
+
+
+def serialize_dags() -> str:
+    """Run ``airflow dags reserialize``: the DAGs of every spec are in the metadata DB (listed) right away."""
+    _airflow("dags", "reserialize")
+    return "airflow DAGs serialized (airflow dags list shows them)"
 
 
 def init_stores(settings: Settings, *, airflow: bool = True, repair: bool = False) -> InitReport:
@@ -60,6 +72,7 @@ def init_stores(settings: Settings, *, airflow: bool = True, repair: bool = Fals
     report = InitReport()
     if airflow:
         report.add(migrate_airflow())
+        report.add(serialize_dags())
     engine = warehouse.connect(settings.warehouse_url)
     added = warehouse.migrate(engine)
     specs = discover_specs(settings.specs_dir)

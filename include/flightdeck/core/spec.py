@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -23,6 +23,12 @@ from flightdeck.core.errors import Rejected
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 ColumnType = Literal["int", "float", "category", "string", "timestamp", "bool"]
 NUMERIC_TYPES = ("int", "float")
+BatchGrain = Literal["day", "week", "month", "none"]
+GRAIN_GROUPS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "day": (("date",),),
+    "week": (("date",), ("year", "week")),
+    "month": (("date",), ("year", "month")),
+}
 
 
 class SpecError(Rejected, ValueError):
@@ -56,6 +62,7 @@ class ColumnSpec(_Frozen):
     """One delivered column: its type and the row rules that quarantine bad values."""
 
     type: ColumnType
+    header: str | None = Field(default=None, description="the column's name in the delivered file, if not the name")
     required: bool = True
     min: float | None = None
     max: float | None = None
@@ -87,10 +94,22 @@ class SourceSpec(_Frozen):
     encoding: str = "utf-8"
     na_values: tuple[str, ...] = ("", "NA")
     batch_date: str | None = Field(
-        default=None, description="regex with a (?P<date>YYYY-MM-DD) group read from the file name"
+        default=None, description="regex read from the file name: a (?P<date>YYYY-MM-DD) group, or "
+                                  "(?P<year>) with (?P<month>) (month grain) or (?P<week>) (ISO week grain)"
     )
+    batch_grain: BatchGrain = Field(
+        default="day", description="the period one delivery covers; none: undated, each file its own batch")
     extra_columns: Literal["reject", "ignore"] = "reject"
     columns: dict[str, ColumnSpec]
+
+    def header_of(self, name: str) -> str:
+        """The name of column ``name`` in the delivered file."""
+        return self.columns[name].header or name
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Delivered header -> column name, in declaration order."""
+        return {self.header_of(n): n for n in self.columns}
 
     def columns_of_type(self, *types: str) -> list[str]:
         """Names of the declared columns of the given types, in declaration order."""
@@ -111,9 +130,31 @@ class SourceSpec(_Frozen):
                 compiled = re.compile(value)
             except re.error as exc:
                 raise ValueError(f"batch_date is not a valid regex: {exc}") from None
-            if "date" not in compiled.groupindex:
-                raise ValueError("batch_date needs a named group (?P<date>...)")
+            groups = set(compiled.groupindex)
+            if "date" not in groups and not ({"year", "month"} <= groups or {"year", "week"} <= groups):
+                raise ValueError("batch_date needs a named group (?P<date>...), or (?P<year>...) with "
+                                 "(?P<month>...) or (?P<week>...)")
         return value
+
+    @model_validator(mode="after")
+    def _grain_fits_batch_date(self) -> SourceSpec:
+        headers = [self.header_of(n) for n in self.columns]
+        dupes = sorted({h for h in headers if headers.count(h) > 1})
+        if dupes:
+            raise ValueError(f"columns: headers {dupes} are used by more than one column")
+        if self.batch_grain == "none":
+            if self.batch_date is not None:
+                raise ValueError("batch_grain none takes no batch_date regex (each file is its own batch)")
+            return self
+        if self.batch_date is None:
+            return self  # undated deliveries of a dated grain: one undated partition (kept for old specs)
+        groups = set(re.compile(self.batch_date).groupindex)
+        if not any(set(option) <= groups for option in GRAIN_GROUPS[self.batch_grain]):
+            wanted = " or ".join("+".join(f"(?P<{g}>)" for g in option)
+                                 for option in GRAIN_GROUPS[self.batch_grain])
+            raise ValueError(f"batch_date {self.batch_date!r} cannot give a {self.batch_grain} batch date: "
+                             f"for batch_grain {self.batch_grain} it needs {wanted}")
+        return self
 
     @field_validator("columns")
     @classmethod
@@ -126,15 +167,67 @@ class SourceSpec(_Frozen):
 
 
 class TargetSpec(_Frozen):
-    """How the binary label is derived from a label-source column."""
+    """How the binary label is derived from the target column.
+
+    Either a comparison (``op`` and ``value``: a number, or a string with ``op: eq``), or the
+    values that mean positive (``positive``) and, optionally, negative (``negative``); with
+    ``negative`` declared, any other delivered value is quarantined as ``unknown_target``.
+    """
 
     name: str
     column: str
-    op: Literal["gt", "ge", "lt", "le", "eq"]
-    value: float
+    op: Literal["gt", "ge", "lt", "le", "eq"] | None = None
+    value: float | str | None = None
+    positive: tuple[str, ...] | None = None
+    negative: tuple[str, ...] | None = None
     when_missing: Literal["drop", "negative", "positive"] = "drop"
 
     _name = field_validator("name")(lambda v: check_identifier(v, "target name"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numeric_text(cls, data: Any) -> Any:
+        # value: "15" with a numeric op stays the number it always was
+        if isinstance(data, dict) and data.get("op") in ("gt", "ge", "lt", "le") and isinstance(data.get("value"), str):
+            try:
+                return {**data, "value": float(data["value"])}
+            except ValueError:
+                return data
+        return data
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> TargetSpec:
+        if (self.op is None) == (self.positive is None):
+            raise ValueError("declare either op and value, or positive (and optionally negative)")
+        if self.op is not None:
+            if self.value is None:
+                raise ValueError(f"op {self.op} needs a value")
+            if isinstance(self.value, str) and self.op != "eq":
+                raise ValueError(f"op {self.op} compares numbers; value {self.value!r} is a string "
+                                 "(use op: eq, or positive: [...])")
+            if self.negative is not None:
+                raise ValueError("negative only goes with positive")
+        else:
+            if self.value is not None:
+                raise ValueError("value goes with op, not with positive")
+            if not self.positive:
+                raise ValueError("positive needs at least one value")
+            both = sorted(set(self.positive) & set(self.negative or ()))
+            if both:
+                raise ValueError(f"values {both} are both positive and negative")
+        return self
+
+    @property
+    def is_categorical(self) -> bool:
+        """Whether the label comes from string values (``positive`` or ``op: eq`` with a string)."""
+        return self.positive is not None or isinstance(self.value, str)
+
+    @property
+    def known_values(self) -> tuple[str, ...] | None:
+        """Every value the target column may carry, when declared (``positive`` + ``negative``)."""
+        if self.positive is None or self.negative is None:
+            return None
+        return (*self.positive, *self.negative)
 
 
 class DeriveSpec(_Frozen):
@@ -373,8 +466,10 @@ class DatasetSpec(_Frozen):
     schedule: str = "@daily"
     entity_key: tuple[str, ...]
     event_time: str
+    start_date: str | None = Field(default=None, description="first logical date of the DAGs, YYYY-MM-DD")
     sources: dict[str, SourceSpec]
-    label_delay: str = "P1D"
+    label_delay: str | None = Field(default=None, description="ISO duration after which outcomes arrive; "
+                                    "none when the label arrives with the features")
     target: TargetSpec
     features: tuple[str, ...]
     leakage_columns: tuple[str, ...] = ()
@@ -389,7 +484,33 @@ class DatasetSpec(_Frozen):
     path: Path | None = Field(default=None, exclude=True)
 
     _name = field_validator("name")(lambda v: check_identifier(v, "spec name"))
-    _delay = field_validator("label_delay")(lambda v: (parse_duration(v), v)[1])
+    _delay = field_validator("label_delay")(lambda v: v if v is None else (parse_duration(v), v)[1])
+
+    @field_validator("start_date")
+    @classmethod
+    def _iso_date(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                date.fromisoformat(str(value))
+            except ValueError:
+                raise ValueError(f"start_date {value!r} is not a YYYY-MM-DD date") from None
+            return str(value)
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_label_delay(cls, data: Any) -> Any:
+        # a labels source without a declared delay keeps the historical default of one day
+        if isinstance(data, dict) and "label_delay" not in data and isinstance(data.get("sources"), dict):
+            roles = [s.get("role") for s in data["sources"].values() if isinstance(s, dict)]
+            if "labels" in roles:
+                data = {**data, "label_delay": "P1D"}
+        return data
+
+    @property
+    def label_delay_timedelta(self) -> timedelta:
+        """How long after the event its outcome is known (zero when labels arrive with the features)."""
+        return parse_duration(self.label_delay) if self.label_delay else timedelta(0)
 
     @field_validator("sources")
     @classmethod
@@ -428,6 +549,7 @@ class DatasetSpec(_Frozen):
                 raise ValueError(f"target.column {self.target.column!r} is not a column of the labels source")
         elif self.target.column not in feats:
             raise ValueError(f"target.column {self.target.column!r} is not a column of the features source")
+        self._check_target_type((labels or self.features_source).columns[self.target.column].type)
         derived = {d.name for d in self.wrangle.derive}
         for d in self.wrangle.derive:
             if d.column not in feats:
@@ -478,6 +600,22 @@ class DatasetSpec(_Frozen):
             if col.pii is not None and name in self.entity_key:
                 raise ValueError(f"PII column {name!r} cannot be part of the entity key")
         return self
+
+    def _check_target_type(self, column_type: str) -> None:
+        target = self.target
+        numeric = column_type in NUMERIC_TYPES
+        if target.op in ("gt", "ge", "lt", "le") and not numeric:
+            raise ValueError(f"target.op: {target.op} needs a numeric target column, but target.column "
+                             f"{target.column!r} is {column_type} (use positive: [...] or op: eq)")
+        if target.op == "eq" and isinstance(target.value, str) and numeric:
+            raise ValueError(f"target.value: {target.value!r} is a string, but target.column "
+                             f"{target.column!r} is {column_type}")
+        if target.positive is not None and numeric:
+            raise ValueError(f"target.positive: lists values of a string column, but target.column "
+                             f"{target.column!r} is {column_type} (use op and value)")
+        if target.is_categorical and column_type not in ("category", "string"):
+            raise ValueError(f"target.column: {target.column!r} is {column_type}; string target values "
+                             "need a category or string column")
 
     @property
     def predictions_table(self) -> str:
@@ -532,8 +670,30 @@ class DatasetSpec(_Frozen):
         return self.path.parent / self.name / "expectations" if self.path else None
 
     def fingerprint(self) -> str:
-        """Short content hash of the spec, recorded as its version in the catalog."""
-        payload = self.model_dump_json(exclude={"path"}).encode()
+        """Short content hash of the spec, recorded as its version in the catalog.
+
+        Fields added later are left out while they hold their defaults, so a spec that does
+        not use them keeps the version it had.
+        """
+        exclude: dict[str, Any] = {"path": True}
+        if self.start_date is None:
+            exclude["start_date"] = True
+        sources: dict[str, Any] = {}
+        for name, source in self.sources.items():
+            excluded: dict[str, Any] = {}
+            if source.batch_grain == "day":
+                excluded["batch_grain"] = True
+            plain = {c: {"header": True} for c, col in source.columns.items() if col.header is None}
+            if plain:
+                excluded["columns"] = plain
+            if excluded:
+                sources[name] = excluded
+        if sources:
+            exclude["sources"] = sources
+        target = {k: True for k in ("positive", "negative") if getattr(self.target, k) is None}
+        if target:
+            exclude["target"] = target
+        payload = self.model_dump_json(exclude=exclude).encode()
         return f"v{self.version}-{hashlib.sha256(payload).hexdigest()[:12]}"
 
 
@@ -544,6 +704,9 @@ def _format_errors(path: Path, exc: ValidationError) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden" and " " in str(err["loc"][-1]):
             msg += " (an unquoted comma inside {...} splits a value: quote it)"
+        if not err["loc"] and re.match(r"^[a-z_]+(\.[a-z0-9_]+)+: ", msg):
+            lines.append(f"{path.name}: {msg}")  # a cross-field rule names its field itself
+            continue
         lines.append(f"{path.name}: {loc}: {msg}")
     return "\n".join(lines)
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import cast
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -24,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flightdeck.core.errors import Rejected
+from flightdeck.core.periods import next_period_start, period_from_groups, period_start
 from flightdeck.core.schema import ARROW_TYPES
 from flightdeck.core.spec import ColumnSpec, DatasetSpec, SourceSpec, parse_duration
 
@@ -60,17 +62,29 @@ def match_source(spec: DatasetSpec, file_name: str) -> str | None:
     return None
 
 
-def batch_date_of(source: SourceSpec, file_name: str) -> date | None:
-    """The business date a delivery covers, read from its file name (``None`` if undeclared)."""
+def batch_date_of(source: SourceSpec, file_name: str, received_at: datetime | None = None,
+                  tz: str = "UTC") -> date | None:
+    """The first day of the period a delivery covers, read from its file name.
+
+    ``batch_grain: none`` has no date in the name: the batch is keyed by the local day the
+    file was received (``received_at`` in ``tz``), so ingestion order defines the batches.
+    ``None`` when the source declares no batch date (or, for ``none``, no receipt time is given).
+    """
+    if source.batch_grain == "none":
+        if received_at is None:
+            return None
+        when = received_at if received_at.tzinfo is not None else received_at.replace(tzinfo=ZoneInfo("UTC"))
+        return when.astimezone(ZoneInfo(tz)).date()
     if source.batch_date is None:
         return None
     match = re.search(source.batch_date, file_name)
     if not match:
         raise DeliveryError(file_name, f"file name does not carry a date matching {source.batch_date!r}")
     try:
-        return date.fromisoformat(match.group("date"))
-    except ValueError:
-        raise DeliveryError(file_name, f"{match.group('date')!r} in the file name is not a YYYY-MM-DD date") from None
+        return period_from_groups(match.groupdict(), source.batch_grain)
+    except ValueError as exc:
+        raise DeliveryError(file_name, f"{match.group(0)!r} in the file name is not a valid "
+                                       f"{source.batch_grain} batch date: {exc}") from None
 
 
 def arrow_schema(source: SourceSpec, pii_dropped: bool = True) -> pa.Schema:
@@ -81,7 +95,8 @@ def arrow_schema(source: SourceSpec, pii_dropped: bool = True) -> pa.Schema:
 
 
 def _check_header(file_name: str, header: list[str], source: SourceSpec) -> list[str]:
-    expected = list(source.columns)
+    """The delivered headers to read, in declaration order (a column's ``header`` or its name)."""
+    expected = list(source.headers)
     dupes = sorted({c for c in header if header.count(c) > 1})
     if dupes:
         raise DeliveryError(file_name, f"duplicate column names in header: {dupes}")
@@ -95,7 +110,7 @@ def _check_header(file_name: str, header: list[str], source: SourceSpec) -> list
                                        f"expected columns {expected}")
     if missing:
         raise DeliveryError(file_name, f"missing required column(s) {missing}; expected {expected}")
-    extra = [c for c in header if c not in source.columns]
+    extra = [c for c in header if c not in source.headers]
     if extra and source.extra_columns == "reject":
         raise DeliveryError(file_name, f"unknown extra column(s) {extra}; expected exactly {expected} "
                                        "(set extra_columns: ignore in the spec to accept them)")
@@ -110,7 +125,7 @@ def read_delivery(path: Path, source: SourceSpec, file_name: str, chunk_rows: in
             missing or unexpected columns, truncated or corrupt content.
     """
     if path.stat().st_size == 0:
-        raise DeliveryError(file_name, f"empty file (0 bytes); expected a header with columns {list(source.columns)}")
+        raise DeliveryError(file_name, f"empty file (0 bytes); expected a header with columns {list(source.headers)}")
     if source.format == "parquet":
         yield from _read_parquet(path, source, file_name, chunk_rows)
         return
@@ -130,7 +145,7 @@ def read_delivery(path: Path, source: SourceSpec, file_name: str, chunk_rows: in
                              chunksize=chunk_rows, on_bad_lines="error")
         for chunk in reader:
             rows += len(chunk)
-            yield chunk[columns]
+            yield chunk[columns].rename(columns=source.headers)
     except UnicodeDecodeError:
         raise DeliveryError(file_name, f"cannot decode as {source.encoding} near data row {rows + 1}: "
                                        "wrong encoding?") from None
@@ -150,7 +165,7 @@ def _read_parquet(path: Path, source: SourceSpec, file_name: str, chunk_rows: in
         raise DeliveryError(file_name, "Parquet file has a schema but no rows; expected at least one row")
     try:
         for batch in pf.iter_batches(batch_size=chunk_rows, columns=columns):
-            yield batch.to_pandas()
+            yield batch.to_pandas().rename(columns=source.headers)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DeliveryError(file_name, f"corrupt Parquet data: {exc}") from None
 
@@ -179,6 +194,7 @@ class RowRules:
     batch_id: str
     batch_date: date | None
     received_at: datetime
+    grain: str = "day"
     seen_keys: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
 
     def seen(self, hashes: np.ndarray) -> np.ndarray:
@@ -193,6 +209,22 @@ class RowRules:
         """Add accepted (hence new and unique) key hashes; a stable sort merges the two sorted runs in O(n)."""
         fresh = np.sort(hashes.astype(np.uint64))
         self.seen_keys = np.sort(np.concatenate([self.seen_keys, fresh]), kind="stable")
+
+
+def batch_rules(source: SourceSpec, batch: dict[str, object]) -> RowRules:
+    """The row rules of a cataloged batch: its period (by the source's grain) and receipt time.
+
+    An undated source (``batch_grain: none``) keeps the batch date recorded when the file was
+    claimed; the others read it from the file name again.
+    """
+    file_name, recorded = str(batch["file_name"]), batch.get("batch_date")
+    if source.batch_grain == "none" or source.batch_date is None:
+        batch_date = date.fromisoformat(str(recorded)) if recorded else None
+    else:
+        batch_date = batch_date_of(source, file_name)
+    received = cast(datetime, batch["received_at"])
+    return RowRules(batch_id=str(batch["batch_id"]), batch_date=batch_date, received_at=received,
+                    grain=source.batch_grain)
 
 
 def _as_text(raw: pd.Series) -> pd.Series:
@@ -290,6 +322,11 @@ def parse_rows(chunk: pd.DataFrame, spec: DatasetSpec, source: SourceSpec, rules
                 reason = "missing_key"
             add(mask, reason, name)
 
+    known = spec.target.known_values
+    if known is not None and spec.target.column in source.columns:
+        target = typed[spec.target.column]
+        add(target.notna() & ~target.astype("object").isin(known), "unknown_target", spec.target.column)
+
     key_cols = [k for k in spec.entity_key if k in source.columns]
     key_ok = pd.concat([typed[k].notna() for k in key_cols], axis=1).all(axis=1)
     # compare typed values, so 475 and 0475 are the same flight
@@ -300,9 +337,12 @@ def parse_rows(chunk: pd.DataFrame, spec: DatasetSpec, source: SourceSpec, rules
 
     if spec.event_time in typed:
         ts = typed[spec.event_time]
-        if rules.batch_date is not None:
+        if rules.batch_date is not None and rules.grain != "none":
+            # the event's local day must fall in the batch's period [start, next start)
+            start = period_start(rules.batch_date, rules.grain)
+            end = next_period_start(start, rules.grain)
             local_date = ts.dt.tz_convert(ZoneInfo(spec.timezone)).dt.date
-            add(ts.notna() & (local_date != rules.batch_date), "outside_window", spec.event_time)
+            add(ts.notna() & ((local_date < start) | (local_date >= end)), "outside_window", spec.event_time)
         received = pd.Timestamp(rules.received_at)
         received = received.tz_localize("UTC") if received.tzinfo is None else received.tz_convert("UTC")
         horizon = received + parse_duration(spec.quality.max_event_lead)

@@ -23,6 +23,7 @@ import pandas as pd
 
 from flightdeck.core import lake, warehouse
 from flightdeck.core.context import StageContext
+from flightdeck.core.errors import NothingToDo
 from flightdeck.core.manifests import (
     CurateManifest,
     DatasetManifest,
@@ -35,6 +36,27 @@ from flightdeck.data import ingest, profile, split, validate, wrangle
 
 log = logging.getLogger(__name__)
 LIVE = ("staged", "profiled", "validated", "invalid", "curated")
+WAITING = ("received", "staged", "profiled", "validated")
+
+
+class NoCuratedData(NothingToDo, ValueError):
+    """No curated partition exists yet: there is nothing to split."""
+
+
+def nothing_ingested(ctx: StageContext, manifest: IngestManifest) -> str | None:
+    """Why the rest of a data run has nothing to do after ingest, or ``None`` when it has work.
+
+    Nothing was ingested (no new file, or only duplicates) and no batch of an earlier run is
+    waiting at a later stage.
+    """
+    if manifest["batches"]:
+        return None
+    waiting = warehouse.list_batches(ctx.engine, ctx.name, statuses=WAITING)
+    if waiting:
+        return None
+    what = (f"only duplicates of ingested files ({', '.join(manifest['duplicates'][:5])})"
+            if manifest["duplicates"] else f"no new deliveries in {ctx.landing.uri(ctx.name)}")
+    return f"nothing to ingest for {ctx.name}: {what}, and no batch of an earlier run is waiting"
 
 
 
@@ -88,7 +110,8 @@ def claim_landed_files(ctx: StageContext) -> dict[str, list[str]]:
                 rkey = lake.raw(ctx.name, source_name, sha, file_name)
                 raw_uri = ctx.lake.uri(rkey) if ctx.lake.exists(rkey) else ctx.lake.put_file(local, rkey)
                 try:
-                    batch_date = ingest.batch_date_of(ctx.spec.sources[source_name], file_name)
+                    batch_date = ingest.batch_date_of(ctx.spec.sources[source_name], file_name,
+                                                      received_at=received, tz=ctx.spec.timezone)
                 except ingest.DeliveryError:
                     batch_date = None  # reported when the batch is parsed
                 warehouse.upsert_batch(ctx.engine, {
@@ -122,8 +145,7 @@ def ingest_batch(ctx: StageContext, batch: dict[str, Any]) -> dict[str, Any]:
     at = warehouse.now()
     with tempfile.TemporaryDirectory(dir=ctx.workdir) as tmp:
         local = raw.download(raw_rel, Path(tmp) / file_name)
-        rules = ingest.RowRules(batch_id=batch_id, batch_date=ingest.batch_date_of(source, file_name),
-                                received_at=batch["received_at"])
+        rules = ingest.batch_rules(source, batch)
 
         def accepted_chunks() -> Iterator[pd.DataFrame]:
             offset = 1
@@ -311,7 +333,7 @@ def split_dataset(ctx: StageContext) -> DatasetManifest:
     spec = ctx.spec
     keys = lake.curated_keys(ctx.lake, spec.name)
     if not keys:
-        raise ValueError(f"no curated data for spec {spec.name!r} yet: ingest and validate deliveries first")
+        raise NoCuratedData(f"no curated data for spec {spec.name!r} yet: ingest and validate deliveries first")
     frame = pd.concat([lake.read_parquet(ctx.lake, k, ctx.workdir) for k in keys], ignore_index=True)
     labelled = frame[frame[spec.target.name].notna()].sort_values([spec.event_time, *spec.entity_key])
     splits = split.time_split(labelled, spec.event_time, (spec.split.train, spec.split.validation, spec.split.test))

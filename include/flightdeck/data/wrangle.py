@@ -60,10 +60,25 @@ def days_to_nearest_holiday(local: pd.Series, cap: int = 14) -> pd.Series:
 
 
 def label_values(values: pd.Series, target: TargetSpec) -> pd.Series:
-    """Binary label 1/0 from the target column; missing values follow ``when_missing``."""
+    """Binary label 1/0 from the target column; missing values follow ``when_missing``.
+
+    A numeric comparison (``op``, ``value``), a string equality (``op: eq`` with a string), or
+    membership of ``positive`` (a value in neither ``positive`` nor a declared ``negative`` has
+    no label; ingestion quarantines those as ``unknown_target`` first).
+    """
+    fill = {"drop": np.nan, "negative": 0.0, "positive": 1.0}[target.when_missing]
+    if target.is_categorical:
+        text = values.astype("object")
+        present = text.notna()
+        positive = target.positive if target.positive is not None else (str(target.value),)
+        is_pos = text.isin(positive)
+        label = pd.Series(np.where(is_pos, 1.0, 0.0), index=values.index)
+        if target.negative is not None:
+            label = label.where(is_pos | text.isin(target.negative), np.nan)
+        return label.where(present, fill).astype("Int8")
+    assert target.op is not None and isinstance(target.value, float | int)
     numeric = pd.to_numeric(values, errors="coerce").astype("float64")
     label = pd.Series(OPS[target.op](numeric.to_numpy(), target.value).astype("float64"), index=values.index)
-    fill = {"drop": np.nan, "negative": 0.0, "positive": 1.0}[target.when_missing]
     return label.where(numeric.notna(), fill).astype("Int8")
 
 

@@ -30,8 +30,7 @@ def raw_partition_rows(ctx: StageContext, partition: str, only: pd.DataFrame | N
     for batch in warehouse.list_batches(ctx.engine, ctx.name, statuses=("curated",), source=source_name):
         if batch["batch_date"] != partition:
             continue
-        rules = ingest.RowRules(batch_id=batch["batch_id"], batch_date=ingest.batch_date_of(source, batch["file_name"]),
-                                received_at=batch["received_at"])
+        rules = ingest.batch_rules(source, batch)
         local = ctx.lake.download(lake.raw(ctx.name, source_name, batch["batch_id"], batch["file_name"]),
                                   ctx.workdir / f"skew-{batch['batch_id'][:16]}-{batch['file_name']}")
         try:

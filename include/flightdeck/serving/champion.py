@@ -34,7 +34,7 @@ from flightdeck.core import lake, registry
 from flightdeck.core.errors import NothingToDo, Rejected
 from flightdeck.core.registry import CHAMPION, PREVIOUS_CHAMPION, PROMOTED, RegistryError
 from flightdeck.core.settings import Settings
-from flightdeck.core.spec import DatasetSpec, parse_duration, spec_named
+from flightdeck.core.spec import DatasetSpec, spec_named
 from flightdeck.core.storage import Store, open_store
 from flightdeck.data import ingest, wrangle
 from flightdeck.training import features
@@ -228,7 +228,7 @@ class ServingModel:
     def describe(self) -> dict[str, Any]:
         """What scored: version, threshold, prior and the history used (for the run table)."""
         ts = self.history[self.spec.event_time] if len(self.history) else pd.Series(dtype="datetime64[us, UTC]")
-        delay = pd.Timedelta(parse_duration(self.spec.label_delay))
+        delay = pd.Timedelta(self.spec.label_delay_timedelta)
         return {**self.resolved.to_dict(), "threshold": self.threshold, "prior": self.prior,
                 "history_rows": len(self.history),
                 "history_known_until": str(ts.max() + delay) if len(ts) else None,

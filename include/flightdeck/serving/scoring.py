@@ -100,12 +100,13 @@ def curated_partitions(ctx: StageContext) -> dict[str, str]:
 def open_partitions(ctx: StageContext) -> list[str]:
     """Curated partitions whose schedules arrived but whose outcomes have not: predictions still matter.
 
-    A spec without a labels source has no open partitions (its labels come with the rows);
-    score its partitions by naming them.
+    A spec without a labels source learns each outcome with its row (``label_delay`` none), so
+    every curated partition is open: :func:`partitions_to_score` then scores those the
+    champion has not yet published from the same input (new deliveries, a new champion).
     """
     labels = ctx.spec.labels_source_name
     if labels is None:
-        return []
+        return sorted(curated_partitions(ctx))
     curated = warehouse.list_batches(ctx.engine, ctx.name, statuses=("curated",))
     scheduled = {b["batch_date"] for b in curated if b["source"] == ctx.spec.features_source_name and b["batch_date"]}
     labelled = {b["batch_date"] for b in curated if b["source"] == labels and b["batch_date"]}

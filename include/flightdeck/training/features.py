@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from flightdeck.core.errors import Rejected
-from flightdeck.core.spec import DatasetSpec, JoinSpec, parse_duration
+from flightdeck.core.spec import DatasetSpec, JoinSpec
 from flightdeck.data.ingest import pseudonymise
 from flightdeck.data.replay import package_file
 
@@ -81,7 +81,7 @@ def add_history_features(frame: pd.DataFrame, history: pd.DataFrame, spec: Datas
     """
     if not spec.training.history:
         return frame
-    delay = pd.Timedelta(parse_duration(spec.label_delay))
+    delay = pd.Timedelta(spec.label_delay_timedelta)
     target, ts = spec.target.name, spec.event_time
     out = frame.copy()
     out["_order"] = np.arange(len(out))
