@@ -189,18 +189,24 @@ class Cluster:
         return done.stdout
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        """Send ``sig`` to one service's whole process group (the fault drill kills a worker so)."""
+        """Send ``sig`` to one service and everything it started (the fault drill kills a worker so).
+
+        Airflow's task runners live in process groups of their own: the descendants' groups are
+        signalled too, so a killed worker takes its running tasks with it, as a dead host would.
+        """
         service = self.services[name]
-        try:
-            os.killpg(service.pid, sig)
-        except ProcessLookupError:
-            pass
+        for pgid in _process_groups(service.pid):
+            try:
+                os.killpg(pgid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
         if sig == signal.SIGKILL:
             service.proc.wait(30)
 
     def stop(self, grace: float = 30.0) -> None:
-        """Stop exactly the process groups this cluster started, newest first."""
+        """Stop exactly the process groups this cluster started (and their tasks' groups), newest first."""
         running = [s for s in reversed(self.services.values()) if s.alive()]
+        groups = {s.name: _process_groups(s.pid) for s in running}
         for service in running:
             try:
                 os.killpg(service.pid, signal.SIGTERM)
@@ -213,10 +219,11 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 pass
         for service in running:
-            try:
-                os.killpg(service.pid, signal.SIGKILL)  # the group: children the leader left behind too
-            except ProcessLookupError:
-                pass
+            for pgid in groups[service.name]:
+                try:
+                    os.killpg(pgid, signal.SIGKILL)  # what the leader left behind, if anything
+                except (ProcessLookupError, PermissionError):
+                    pass
             service.proc.wait(30)
 
     def password(self, user: str = "admin") -> str | None:
@@ -230,6 +237,24 @@ class Cluster:
         """Services that exited, with the end of their logs."""
         return [f"{s.name} exited ({s.proc.returncode}):\n{s.log_tail()}" for s in self.services.values()
                 if not s.alive()]
+
+
+def _process_groups(pid: int) -> list[int]:
+    """The process group of ``pid`` and those of all its descendants (leader first)."""
+    import psutil
+
+    groups = [pid]
+    try:
+        for child in psutil.Process(pid).children(recursive=True):
+            try:
+                pgid = os.getpgid(child.pid)
+            except ProcessLookupError:
+                continue
+            if pgid not in groups:
+                groups.append(pgid)
+    except psutil.NoSuchProcess:
+        pass
+    return groups
 
 
 def wait_until(check: Callable[[], Any], what: str, timeout: float, cluster: Cluster | None = None,
