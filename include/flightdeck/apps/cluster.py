@@ -158,6 +158,7 @@ class Cluster:
     mlflow_url: str
     s3_url: str
     services: dict[str, Service] = field(default_factory=dict)
+    killed: set[str] = field(default_factory=set)  # killed on purpose (the fault drill): not a failure
 
     @property
     def airflow_home(self) -> Path:
@@ -195,6 +196,7 @@ class Cluster:
         signalled too, so a killed worker takes its running tasks with it, as a dead host would.
         """
         service = self.services[name]
+        self.killed.add(name)
         for pgid in _process_groups(service.pid):
             try:
                 os.killpg(pgid, sig)
@@ -236,7 +238,7 @@ class Cluster:
     def dead(self) -> list[str]:
         """Services that exited, with the end of their logs."""
         return [f"{s.name} exited ({s.proc.returncode}):\n{s.log_tail()}" for s in self.services.values()
-                if not s.alive()]
+                if not s.alive() and s.name not in self.killed]
 
 
 def _process_groups(pid: int) -> list[int]:
