@@ -55,14 +55,15 @@ def _quick_specs(target: Path) -> Path:
 
     The chain, not the model's quality, is under test: on two weeks of data and one tuning trial
     the logistic baseline can beat the chosen model and the airports' calibration differs more
-    than on a month, and the gate would (rightly) reject; every other hard gate still applies.
+    than on a month, and the gate would (rightly) reject. Here the baseline is the dummy model
+    and the inclusion gap is wide; every other hard gate still applies.
     """
     target.mkdir(parents=True)
     shutil.copytree(REPO / "include" / "specs" / SPEC, target / SPEC)
     doc = yaml.safe_load((REPO / "include" / "specs" / f"{SPEC}.yaml").read_text())
     doc["training"].update({"candidates": ["dummy", "logistic", "lightgbm"], "cv_folds": 2, "tune_top": 1,
                             "tuning_budget": 1})
-    doc["gates"].update({"baseline_margin": -1.0, "inclusion": {**doc["gates"]["inclusion"], "max_gap": 1.0}})
+    doc["gates"].update({"baseline": "dummy", "inclusion": {**doc["gates"]["inclusion"], "max_gap": 1.0}})
     (target / f"{SPEC}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     return target
 
