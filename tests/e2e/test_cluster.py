@@ -120,12 +120,11 @@ def _tis(meta: sa.Engine, dag_id: str, run_id: str | None = None) -> list[dict[s
         return [dict(r) for r in conn.execute(sa.text(sql), {"d": dag_id, "r": run_id}).mappings()]
 
 
-def _finished(meta: sa.Engine, dag_id: str, run_type: str | None = None, after: Any = None) -> dict[str, Any] | None:
-    for run in _runs(meta, dag_id):
-        if (run_type is None or run["run_type"] == run_type) and run["state"] in ("success", "failed") \
-                and (after is None or (run["start_date"] and run["start_date"] >= after)):
-            return run
-    return None
+def _finished(meta: sa.Engine, dag_id: str, run_type: str | None = None, after: Any = None) -> list[dict[str, Any]]:
+    """The finished runs of ``dag_id`` (of ``run_type``, started at or after ``after``), oldest first."""
+    return [run for run in _runs(meta, dag_id)
+            if (run_type is None or run["run_type"] == run_type) and run["state"] in ("success", "failed")
+            and (after is None or (run["start_date"] and run["start_date"] >= after))]
 
 
 def _land(settings: Any) -> None:
@@ -165,11 +164,12 @@ def test_the_flights_chain_runs_through_the_celery_cluster(cluster):
     deadline = 330
 
     def chain_done() -> dict[str, Any] | None:
-        scoring = _finished(meta, f"{SPEC}_scoring", "asset_triggered")
-        if not scoring or not any(t["task_id"] == "score" and t["map_index"] >= 0
-                                  for t in _tis(meta, f"{SPEC}_scoring", scoring["run_id"])):
-            return None
-        return _finished(meta, f"{SPEC}_monitoring", after=scoring["end_date"]) and scoring
+        """The champion-triggered scoring run (mapped score tasks), once a monitoring run after it finished."""
+        for scoring in _finished(meta, f"{SPEC}_scoring", "asset_triggered"):
+            if any(t["task_id"] == "score" and t["map_index"] >= 0
+                   for t in _tis(meta, f"{SPEC}_scoring", scoring["run_id"])):
+                return scoring if _finished(meta, f"{SPEC}_monitoring", after=scoring["start_date"]) else None
+        return None
 
     try:
         scoring_run = launcher.wait_until(chain_done, "sensor → data → training → gate → scoring → monitoring",
@@ -183,7 +183,8 @@ def test_the_flights_chain_runs_through_the_celery_cluster(cluster):
     assert data_tis["wait_for_deliveries"]["state"] == "success", data_tis
     assert data_tis["split"]["state"] == "success"
     for dag_id in (f"{SPEC}_training", f"{SPEC}_gate"):
-        assert _finished(meta, dag_id, "asset_triggered")["state"] == "success", states[dag_id]
+        finished = [r["state"] for r in _finished(meta, dag_id, "asset_triggered")]
+        assert finished and set(finished) == {"success"}, states[dag_id]
     assert scoring_run["state"] == "success", states[f"{SPEC}_scoring"]
 
     # tasks ran on both workers, and the mapped scoring partitions spread across them
