@@ -86,7 +86,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     base = {**os.environ, "FLIGHTDECK_SPECS_DIR": str(_quick_specs(home / "specs")),
             "FLIGHTDECK_PSEUDONYMISATION_KEY": f"cluster-test-{uuid.uuid4().hex}"}
     clock = time.monotonic()
-    started = launcher.start_cluster(config, base_env=base, say=print)
+    try:
+        started = launcher.start_cluster(config, base_env=base, say=print)
+    except BaseException:
+        launcher.drop_databases(config)  # start_cluster stopped what it started
+        raise
     TIMINGS["start-up"] = time.monotonic() - clock
     mp = pytest.MonkeyPatch()
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_EC2_METADATA_DISABLED"):
