@@ -105,7 +105,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         meta.dispose()
         warehouse.dispose()
         mp.undo()
-        started.stop()
+        started.stop(grace=10)
         launcher.drop_databases(config)
         print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in TIMINGS.items()))
 
@@ -224,6 +224,13 @@ def test_the_flights_chain_runs_through_the_celery_cluster(cluster):
     assert any(k.startswith(f"data/curated/{SPEC}/") for k in lake), "the lake is on S3"
 
 
+def _scoring_status(warehouse: sa.Engine, run_id: str, partition: str) -> str | None:
+    """The status of the scoring run row of (run id, partition) in fd_scoring_runs, if any."""
+    with warehouse.connect() as conn:
+        return conn.execute(sa.text("SELECT status FROM fd_scoring_runs WHERE spec_name = :s AND run_id = :r "
+                                    "AND partition_date = :p"), {"s": SPEC, "r": run_id, "p": partition}).scalar()
+
+
 class _Reader(threading.Thread):
     """Reads one partition of the ``_current`` view over and over: (rows, distinct run ids) each time."""
 
@@ -270,7 +277,9 @@ def test_a_worker_killed_mid_scoring_the_task_retries_on_the_other_worker(cluste
     victim = victim_ti["hostname"].split("@")[0]
     assert victim in started.worker_names
     survivor = next(n for n in started.worker_names if n != victim)
-    time.sleep(1.0)  # in the middle of the task: the model loaded, the partition being scored
+    # in the middle of the task: score_partition has begun (its run row says so), nothing published yet
+    launcher.wait_until(lambda: _scoring_status(warehouse, run_id, partition) == "running",
+                        "the scoring task to begin the partition", 120, started, interval=0.1)
     started.kill(victim)
     killed_at = time.monotonic()
     try:
@@ -301,6 +310,7 @@ def test_a_worker_killed_mid_scoring_the_task_retries_on_the_other_worker(cluste
                                      "HAVING count(*) > 1) d"), {"p": partition}).scalar_one()
     assert (rows, runs, dupes) == (expected, 1, 0)
     assert after != before, "the retry republished the partition"
+    assert _scoring_status(warehouse, run_id, partition) == "published"
     assert reader.seen, "the reader ran during the drill"
     assert set(reader.seen) == {(expected, 1)}, sorted(set(reader.seen))
     TIMINGS["reader queries"] = len(reader.seen)
