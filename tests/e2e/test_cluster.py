@@ -50,6 +50,19 @@ def _postgres_url() -> str:
     return sa.engine.make_url(url).set(database=None).render_as_string(hide_password=False)
 
 
+def _require_redis() -> None:
+    """The broker: Redis on 127.0.0.1:6379 (.ci/run starts it); without it the test skips, except under CI."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        if sock.connect_ex(("127.0.0.1", 6379)) == 0:
+            return
+    if os.environ.get("CI"):
+        pytest.fail("no Redis on 127.0.0.1:6379 under CI")
+    pytest.skip("no Redis on 127.0.0.1:6379: no broker for the Celery cluster")
+
+
 def _quick_specs(target: Path) -> Path:
     """The flights spec with a smaller model search and two relative gates relaxed.
 
@@ -72,6 +85,7 @@ def _quick_specs(target: Path) -> Path:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from flightdeck.apps import cluster as launcher
 
+    _require_redis()
     home = tmp_path_factory.mktemp("cluster")
     config = launcher.ClusterConfig(
         home=home / "fd", postgres_url=_postgres_url(), redis_url="redis://127.0.0.1:6379/5",
