@@ -15,6 +15,8 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export GX_ANALYTICS_ENABLED := false
 
+SUDO := $(shell test "$$(id -u)" = 0 || echo sudo)
+
 DEMO_START ?= 2013-01-01
 DEMO_END ?= 2013-01-31
 
@@ -39,7 +41,8 @@ demo: install  ## replay a month of flights: data, training, gate and scoring DA
 test-deps:  ## install what the tests need beyond the virtualenv (docker-compose, to validate docker-compose.yaml)
 	@command -v docker-compose >/dev/null 2>&1 || { \
 	  echo "installing docker-compose (Debian package) to validate docker-compose.yaml"; \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; } \
+	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq docker-compose \
+	    >/dev/null; } \
 	  || echo "warning: could not install docker-compose: the 'docker-compose config' check will skip"; }
 
 test: install test-deps  ## run the whole test suite (and record its ML Test Score evidence in the warehouse)
