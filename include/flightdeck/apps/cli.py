@@ -1,5 +1,5 @@
 """The ``flightdeck`` command line: init, specs, run, replay, bootstrap-suite, catalog, quarantine, train, judge,
-score-card, promotions, rollback, delivery-metrics, score, lookup, monitor, year, demo."""
+score-card, promotions, rollback, delivery-metrics, score, lookup, monitor, year, demo, cluster."""
 
 from __future__ import annotations
 
@@ -276,6 +276,16 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(args.spec, date.fromisoformat(args.start), date.fromisoformat(args.end))
 
 
+def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
+    """The production topology on this machine: CeleryExecutor, PostgreSQL, Redis, MLflow server, S3."""
+    from flightdeck.apps import cluster
+
+    config = cluster.ClusterConfig(home=settings.home / "cluster", postgres_url=args.postgres, redis_url=args.redis,
+                                   suffix=args.suffix, workers=args.workers, worker_concurrency=args.concurrency,
+                                   api_port=args.api_port, mlflow_port=args.mlflow_port)
+    return cluster.serve(config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flightdeck", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -382,6 +392,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", default="2013-01-01")
     p.add_argument("--end", default="2013-01-31")
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("cluster", help="start Airflow on Celery workers, PostgreSQL, Redis, an MLflow server and S3 "
+                                       "on this machine; Ctrl-C stops it")
+    p.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432",
+                   help="the PostgreSQL server (SQLAlchemy URL without a database)")
+    p.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="the Celery broker")
+    p.add_argument("--suffix", default="", help="appended to the database names and the Celery queue")
+    p.add_argument("--workers", type=int, default=2, help="Celery worker processes")
+    p.add_argument("--concurrency", type=int, default=1, help="task slots per worker")
+    p.add_argument("--api-port", type=int, default=8080, help="the Airflow UI and API (0: a free port)")
+    p.add_argument("--mlflow-port", type=int, default=5000, help="the MLflow server (0: a free port)")
+    p.set_defaults(func=cmd_cluster)
     return parser
 
 

@@ -31,6 +31,8 @@ from flightdeck.core.warehouse.schema import (
 )
 from flightdeck.core.warehouse.store import (
     connect,
+    create_databases,
+    drop_databases,
     fetch_all,
     fetch_first,
     fetch_scalar,
@@ -50,10 +52,10 @@ from flightdeck.core.warehouse.store import (
 )
 
 __all__ = [
-    "catalog", "connect", "dataset_versions", "deliveries", "fetch_all", "fetch_first", "fetch_scalar",
-    "fingerprints", "gate_results", "get_batch", "label_orphans", "list_batches", "metadata", "migrate",
-    "monitoring_metrics", "now", "pages", "promotions", "quarantine", "quarantine_counts", "queries",
-    "record_dataset_version", "record_delivery", "replace_quarantine", "replace_rows", "retraining",
-    "scoring_runs", "select_rows", "shadow_predictions", "test_evidence", "to_json", "update_batch",
-    "upsert_batch",
+    "catalog", "connect", "create_databases", "dataset_versions", "deliveries", "drop_databases", "fetch_all",
+    "fetch_first", "fetch_scalar", "fingerprints", "gate_results", "get_batch", "label_orphans", "list_batches",
+    "metadata", "migrate", "monitoring_metrics", "now", "pages", "promotions", "quarantine",
+    "quarantine_counts", "queries", "record_dataset_version", "record_delivery", "replace_quarantine",
+    "replace_rows", "retraining", "scoring_runs", "select_rows", "shadow_predictions", "test_evidence",
+    "to_json", "update_batch", "upsert_batch",
 ]

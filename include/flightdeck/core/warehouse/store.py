@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -187,3 +188,42 @@ def fetch_first(engine: Engine, query: sa.Select[Any]) -> dict[str, Any] | None:
 def fetch_scalar(engine: Engine, query: sa.Select[Any]) -> Any:
     with engine.connect() as conn:
         return conn.execute(query).scalar()
+
+
+# ---------------------------------------------------------------- PostgreSQL databases (deployment)
+_DATABASE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+def _server(url: str) -> Engine:
+    return sa.create_engine(sa.engine.make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+
+
+def _database_name(name: str) -> str:
+    if not _DATABASE_NAME.match(name):
+        raise ValueError(f"database name {name!r} must match {_DATABASE_NAME.pattern}")
+    return name
+
+
+def create_databases(url: str, names: Sequence[str]) -> list[str]:
+    """Create the PostgreSQL databases of ``names`` that do not exist yet on ``url``'s server; those created."""
+    engine, created = _server(url), []
+    try:
+        with engine.connect() as conn:
+            for name in map(_database_name, names):
+                if not conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first():
+                    conn.exec_driver_sql(f'CREATE DATABASE "{name}"')  # a validated identifier: DDL takes no binds
+                    created.append(name)
+    finally:
+        engine.dispose()
+    return created
+
+
+def drop_databases(url: str, names: Sequence[str]) -> None:
+    """Drop the databases of ``names`` on ``url``'s server, closing their connections."""
+    engine = _server(url)
+    try:
+        with engine.connect() as conn:
+            for name in map(_database_name, names):
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        engine.dispose()
