@@ -1,5 +1,5 @@
 """The ``flightdeck`` command line: init, specs, run, replay, bootstrap-suite, catalog, quarantine, train, judge,
-score-card, promotions, rollback, delivery-metrics, score, lookup, monitor, year, demo, cluster."""
+score-card, promotions, rollback, delivery-metrics, score, lookup, serve, monitor, year, demo, cluster."""
 
 from __future__ import annotations
 
@@ -231,6 +231,16 @@ def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve the champion online (FastAPI on uvicorn); a moved champion is swapped in without a restart."""
+    from flightdeck.serving import service
+
+    if args.refresh_seconds <= 0:
+        raise ValueError(f"--refresh-seconds must be positive, got {args.refresh_seconds}")
+    _spec(settings, args.spec)  # an unknown spec fails here, naming it
+    return service.serve(settings, args.spec, args.host, args.port, args.refresh_seconds)
+
+
 def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
     """Run the monitoring checks outside Airflow (same code as the monitoring DAG), or show the newest figures."""
     from flightdeck.core import warehouse
@@ -368,6 +378,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rescore open partitions this version already published")
     p.add_argument("--run-id", default=None)
     p.set_defaults(func=cmd_score)
+    p = sub.add_parser("serve", help="serve the champion online: POST /predict, /invocations (MLflow's protocol), "
+                                     "GET /health, /ready, /version")
+    p.add_argument("spec")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--refresh-seconds", type=float, default=30.0,
+                   help="how often @champion is checked; a moved champion is loaded, then swapped in")
+    p.set_defaults(func=cmd_serve)
     p = sub.add_parser("monitor", help="run the monitoring checks (drift, skew, decay, ...) and print the figures")
     p.add_argument("spec")
     p.add_argument("--as-of", default=None, help="YYYY-MM-DD the run is about; default: the newest partition")

@@ -26,6 +26,7 @@ from flightdeck.core.warehouse.schema import (
     quarantine,
     retraining,
     scoring_runs,
+    serving_requests,
     shadow_predictions,
     test_evidence,
 )
@@ -43,6 +44,7 @@ from flightdeck.core.warehouse.store import (
     quarantine_counts,
     record_dataset_version,
     record_delivery,
+    record_serving_requests,
     replace_quarantine,
     replace_rows,
     select_rows,
@@ -55,7 +57,7 @@ __all__ = [
     "catalog", "connect", "create_databases", "dataset_versions", "deliveries", "drop_databases", "fetch_all",
     "fetch_first", "fetch_scalar", "fingerprints", "gate_results", "get_batch", "label_orphans", "list_batches",
     "metadata", "migrate", "monitoring_metrics", "now", "pages", "promotions", "quarantine",
-    "quarantine_counts", "queries", "record_dataset_version", "record_delivery", "replace_quarantine",
-    "replace_rows", "retraining", "scoring_runs", "select_rows", "shadow_predictions", "test_evidence",
-    "to_json", "update_batch", "upsert_batch",
+    "quarantine_counts", "queries", "record_dataset_version", "record_delivery", "record_serving_requests",
+    "replace_quarantine", "replace_rows", "retraining", "scoring_runs", "select_rows", "serving_requests",
+    "shadow_predictions", "test_evidence", "to_json", "update_batch", "upsert_batch",
 ]

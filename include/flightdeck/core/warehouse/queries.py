@@ -21,6 +21,7 @@ from flightdeck.core.warehouse.schema import (
     quarantine,
     retraining,
     scoring_runs,
+    serving_requests,
     test_evidence,
 )
 from flightdeck.core.warehouse.store import fetch_all, fetch_first, fetch_scalar
@@ -153,3 +154,14 @@ def published_run_times(engine: Engine, spec_name: str, versions: Sequence[str])
                  .where(s.spec_name == spec_name, s.status == "published", s.finished_at.is_not(None),
                         s.model_version.in_(list(versions)))
                  .order_by(s.finished_at))
+
+
+# ---------------------------------------------------------------- online serving
+def serving_requests_of(engine: Engine, spec_name: str, request_id: str | None = None,
+                        limit: int = 1000) -> list[dict[str, Any]]:
+    """Rows of ``fd_serving_requests`` of a spec (optionally one request), oldest first."""
+    r = serving_requests.c
+    query = sa.select(serving_requests).where(r.spec_name == spec_name)
+    if request_id is not None:
+        query = query.where(r.request_id == request_id)
+    return fetch_all(engine, query.order_by(r.received_at, r.request_id, r.row_number).limit(limit))

@@ -224,3 +224,22 @@ scoring_runs = sa.Table(
     sa.Column("finished_at", sa.DateTime(timezone=True)),
     sa.Index("ix_fd_scoring_runs_partition", "spec_name", "partition_date"),
 )
+
+serving_requests = sa.Table(
+    "fd_serving_requests", metadata,
+    sa.Column("request_id", sa.String(128), primary_key=True, comment="generated, or the client's X-Request-ID"),
+    sa.Column("row_number", sa.Integer, primary_key=True, comment="1-based row of the request; 0: a rejected request"),
+    sa.Column("spec_name", sa.String(64), nullable=False),
+    sa.Column("endpoint", sa.String(32), nullable=False, comment="/predict | /invocations"),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("input_hash", sa.String(64), nullable=False,
+              comment="sha256 of the row as canonical JSON (sorted keys); of the whole body when rejected"),
+    sa.Column("model_version", sa.String(32), comment="the version that scored the row (none when rejected)"),
+    sa.Column("entity_key", sa.Text, comment="JSON of the spec's entity key"),
+    sa.Column("score", sa.Float),
+    sa.Column("label", sa.SmallInteger),
+    sa.Column("latency_ms", sa.Float, nullable=False, comment="the whole request, received to answered"),
+    sa.Column("status", sa.String(16), nullable=False, comment="ok | invalid | unavailable | error"),
+    sa.Column("error", sa.Text),
+    sa.Index("ix_fd_serving_requests_spec", "spec_name", "received_at"),
+)

@@ -15,7 +15,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from flightdeck.core import locks
-from flightdeck.core.warehouse.schema import catalog, dataset_versions, deliveries, metadata, quarantine
+from flightdeck.core.warehouse.schema import (
+    catalog,
+    dataset_versions,
+    deliveries,
+    metadata,
+    quarantine,
+    serving_requests,
+)
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +158,15 @@ def record_dataset_version(engine: Engine, row: Mapping[str, Any]) -> None:
             dataset_versions.c.spec_name == row["spec_name"],
             dataset_versions.c.version_id == row["version_id"]))
         conn.execute(dataset_versions.insert(), [dict(row)])
+
+
+def record_serving_requests(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Append the log rows of one online request (one per scored row) to ``fd_serving_requests``."""
+    if not rows:
+        return 0
+    with engine.begin() as conn:
+        conn.execute(serving_requests.insert(), [dict(r) for r in rows])
+    return len(rows)
 
 
 def to_json(value: Any) -> str:
