@@ -30,7 +30,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -372,49 +372,44 @@ def create_app(settings: Settings, spec_name: str, *, refresh_seconds: float = 3
     app = FastAPI(title=f"FlightDeck {spec.name}", summary=spec.title, lifespan=lifespan)
     app.state.slot = slot
 
-    def unavailable(request_id: str, endpoint: str, body: Any, started: float) -> JSONResponse:
-        message = (f"no champion loaded for spec {spec.name!r}: "
-                   f"{slot.last_error or 'the registry has not answered yet'}")
-        _log(engine, [{"request_id": request_id, "row_number": 0, "spec_name": spec.name, "endpoint": endpoint,
-                       "received_at": datetime.now(UTC), "input_hash": input_hash(body),
-                       "latency_ms": (time.perf_counter() - started) * 1000, "status": "unavailable",
-                       "error": message}])
-        return JSONResponse({"detail": message, "request_id": request_id}, status_code=503,
-                            headers={"X-Request-ID": request_id})
+    def refuse(status: int, base: dict[str, Any], body: Any, started: float, model: ServingModel | None,
+               detail: Any, message: str) -> JSONResponse:
+        """Log a refused request as one row and answer it (422 invalid, 503 unavailable)."""
+        _log(engine, [{**base, "row_number": 0, "input_hash": input_hash(body),
+                       "model_version": model.version if model else None,
+                       "latency_ms": (time.perf_counter() - started) * 1000,
+                       "status": "invalid" if status == 422 else "unavailable", "error": message}])
+        content = {"detail": detail, "request_id": base["request_id"]}
+        if status == 422:
+            content.update(error_code="BAD_REQUEST", message=message)  # what MLflow's clients read
+        return JSONResponse(content, status_code=status, headers={"X-Request-ID": base["request_id"]})
 
-    def answer(request: Request, endpoint: str, body: Any, rows: list[Any] | None,
-               invalid: RowsInvalid | None) -> tuple[int, Any, str, ServingModel | None, pd.DataFrame | None]:
-        """Score and log one request; (status, JSON body, request id, model, scored frame)."""
+    def answer(request: Request, endpoint: str, body: Any,
+               rows: Callable[[], list[Any]]) -> JSONResponse | tuple[dict[str, Any], ServingModel, pd.DataFrame]:
+        """Score and log one request: a refusal, or (the log's base row, the model, the scored frame)."""
         started = time.perf_counter()
-        received = datetime.now(UTC)
         request_id = (request.headers.get("x-request-id") or "").strip()[:128] or uuid.uuid4().hex
+        base = {"request_id": request_id, "spec_name": spec.name, "endpoint": endpoint,
+                "received_at": datetime.now(UTC)}
         model = slot.model  # this request's model, whatever a swap does meanwhile
-        base = {"request_id": request_id, "spec_name": spec.name, "endpoint": endpoint, "received_at": received}
-        if invalid is None and model is None:
-            response = unavailable(request_id, endpoint, body, started)
-            return 503, response, request_id, None, None
+        if model is None:
+            message = (f"no champion loaded for spec {spec.name!r}: "
+                       f"{slot.last_error or 'the registry has not answered yet'}")
+            return refuse(503, base, body, started, None, message, message)
         try:
-            if invalid is not None:
-                raise invalid
-            assert model is not None and rows is not None
-            frame = score_rows(model, rows)
+            given = rows()
+            frame = score_rows(model, given)
         except RowsInvalid as exc:
-            _log(engine, [{**base, "row_number": 0, "input_hash": input_hash(body),
-                           "model_version": model.version if model else None,
-                           "latency_ms": (time.perf_counter() - started) * 1000, "status": "invalid",
-                           "error": str(exc)}])
-            return 422, {"detail": exc.errors, "error_code": "BAD_REQUEST", "message": str(exc),
-                         "request_id": request_id}, request_id, model, None
+            return refuse(422, base, body, started, model, exc.errors, str(exc))
         latency = (time.perf_counter() - started) * 1000
-        keys = list(spec.entity_key)
-        records = frame[keys].to_dict("records")
-        scores, labels = frame["score"].tolist(), frame["label"].astype(int).tolist()
+        keys = frame[list(spec.entity_key)].to_dict("records")
+        frame.attrs["keys"] = [{k: _key_json(v) for k, v in key.items()} for key in keys]
         _log(engine, [{**base, "row_number": i + 1, "input_hash": input_hash(row), "model_version": model.version,
-                       "entity_key": json.dumps({k: _key_json(v) for k, v in key.items()}, sort_keys=True),
-                       "score": s, "label": lab, "latency_ms": latency, "status": "ok"}
-                      for i, (row, key, s, lab) in enumerate(zip(rows, records, scores, labels, strict=True))])
-        frame.attrs["keys"] = records
-        return 200, None, request_id, model, frame
+                       "entity_key": json.dumps(key, sort_keys=True), "score": float(s), "label": int(lab),
+                       "latency_ms": latency, "status": "ok"}
+                      for i, (row, key, s, lab) in enumerate(zip(given, frame.attrs["keys"], frame["score"],
+                                                                 frame["label"], strict=True))])
+        return base, model, frame
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -441,32 +436,28 @@ def create_app(settings: Settings, spec_name: str, *, refresh_seconds: float = 3
                 "refresh_seconds": refresh_seconds, "last_error": slot.last_error}
 
     @app.post("/predict")
-    def predict(request: Request, payload: dict[str, Any] | list[Any] = Body(...)) -> Any:  # noqa: B008
+    def predict(request: Request, payload: dict[str, Any] | list[Any] = Body(...)) -> JSONResponse:  # noqa: B008
         """Score one row (an object) or a batch (a list of objects)."""
         single = isinstance(payload, dict)
-        rows = [payload] if single else list(payload)
-        status, body, request_id, model, frame = answer(request, "/predict", payload, rows, None)
-        if status != 200 or frame is None or model is None:
-            return body if isinstance(body, JSONResponse) else JSONResponse(
-                body, status_code=status, headers={"X-Request-ID": request_id})
-        out = [{"key": {k: _key_json(v) for k, v in key.items()}, "score": float(s), "label": int(lab),
-                "model_version": model.version, "request_id": request_id}
+        result = answer(request, "/predict", payload, lambda: [payload] if single else list(payload))
+        if isinstance(result, JSONResponse):
+            return result
+        base, model, frame = result
+        out = [{"key": key, "score": float(s), "label": int(lab), "model_version": model.version,
+                "request_id": base["request_id"]}
                for key, s, lab in zip(frame.attrs["keys"], frame["score"], frame["label"], strict=True)]
-        return JSONResponse(out[0] if single else out, headers={"X-Request-ID": request_id})
+        return JSONResponse(out[0] if single else out,
+                            headers={"X-Request-ID": base["request_id"], "X-Model-Version": model.version})
 
     @app.post("/invocations")
-    def invocations(request: Request, payload: Any = Body(...)) -> Any:  # noqa: B008
+    def invocations(request: Request, payload: Any = Body(...)) -> JSONResponse:  # noqa: B008
         """MLflow's scoring protocol: ``dataframe_split`` or ``dataframe_records`` in, ``predictions`` out."""
-        try:
-            rows, invalid = split_payload(payload), None
-        except RowsInvalid as exc:
-            rows, invalid = None, exc
-        status, body, request_id, model, frame = answer(request, "/invocations", payload, rows, invalid)
-        if status != 200 or frame is None or model is None:
-            return body if isinstance(body, JSONResponse) else JSONResponse(
-                body, status_code=status, headers={"X-Request-ID": request_id})
+        result = answer(request, "/invocations", payload, lambda: split_payload(payload))
+        if isinstance(result, JSONResponse):
+            return result
+        base, model, frame = result
         return JSONResponse({"predictions": [float(s) for s in frame["score"]]},
-                            headers={"X-Request-ID": request_id, "X-Model-Version": model.version})
+                            headers={"X-Request-ID": base["request_id"], "X-Model-Version": model.version})
 
     return app
 
