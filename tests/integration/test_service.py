@@ -260,3 +260,27 @@ def test_a_moved_champion_is_swapped_in_while_requests_keep_succeeding(home):
     assert all(v == str(first.version) for v in versions[:switched])
     assert all(v == str(second) for v in versions[switched:]), "once swapped, the new version serves every request"
     assert pd.Series(versions).nunique() == 2
+
+
+def test_a_champion_that_cannot_be_loaded_leaves_the_loaded_one_serving(home):
+    ctx = _ctx()
+    client = _client(ctx)
+    name = ctx.spec.registered_model_name
+    first = client.get_model_version_by_alias(name, "champion")
+    row = _curated_rows(ctx, DAY)[0]
+    with serving(refresh_seconds=0.2) as (url, app), httpx.Client(base_url=url, timeout=60) as http:
+        broken = client.create_model_version(name, source=str(Path(ctx.settings.home) / "no-such-model"),
+                                             run_id=first.run_id, tags=dict(first.tags)).version
+        client.set_registered_model_alias(name, "champion", broken)
+        deadline = time.monotonic() + 60
+        while f"version {broken}" not in (http.get("/version").json()["last_error"] or ""):
+            assert time.monotonic() < deadline, "the broken champion was never tried"
+            time.sleep(0.1)
+        answer = http.post("/predict", json=row)
+        assert answer.status_code == 200 and answer.json()["model_version"] == str(first.version)
+        assert http.get("/ready").json()["model_version"] == str(first.version)
+        client.set_registered_model_alias(name, "champion", first.version)  # the rollback
+        while http.get("/version").json()["last_error"] is not None:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    assert app.state.slot.model.version == str(first.version)

@@ -108,3 +108,12 @@ def test_malformed_mlflow_requests_name_the_field(payload, field):
 def test_the_input_hash_is_canonical():
     assert input_hash({"a": 1, "b": "x"}) == input_hash({"b": "x", "a": 1}) != input_hash({"a": 2, "b": "x"})
     assert len(input_hash(ROW)) == 64
+
+
+def test_the_serve_command_defaults_to_loopback_port_8000():
+    from flightdeck.apps.cli import build_parser, main
+
+    args = build_parser().parse_args(["serve", "flights"])
+    assert (args.command, args.spec, args.host, args.port, args.refresh_seconds) == (
+        "serve", "flights", "127.0.0.1", 8000, 30.0)
+    assert main(["serve", "flights", "--refresh-seconds", "0"]) == 2, "a refresh interval must be positive"
