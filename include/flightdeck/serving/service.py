@@ -281,7 +281,7 @@ class ChampionSlot:
                     self.last_error = None
                     return False
                 model = load_serving_model(self.spec, self.settings, version=version)
-            except NoChampionError as exc:
+            except NoChampionError as exc:  # none yet (503), or the alias was removed: keep what is loaded
                 self.last_error = str(exc)
                 return False
             except (ChampionLoadError, RegistryError) as exc:  # keep serving what is loaded
