@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from flightdeck.core import registry, warehouse
+from flightdeck.core import lake, registry, warehouse
 from flightdeck.core.settings import Settings
 from flightdeck.core.spec import DatasetSpec
 from flightdeck.core.storage import open_store
@@ -65,15 +65,15 @@ def _register(settings: Settings, spec: DatasetSpec, versions: int, source: str)
 
 def _deliveries(settings: Settings, spec: DatasetSpec, days: list[date], text: str, rng: np.random.Generator) -> None:
     engine = warehouse.connect(settings.warehouse_url)
-    lake = open_store(settings.lake_uri, settings.s3_endpoint_url)
+    store = open_store(settings.lake_uri, settings.s3_endpoint_url)
     for i, day in enumerate(days):
         for source in spec.sources:
             batch_id = f"{source}-{day:%Y%m%d}".ljust(64, "0")
             name = f"{source}-{batch_id[:16]}"
-            profile = lake.put_bytes(f"<html><body><h1>Profile of {source} {day}</h1></body></html>".encode(),
-                                     f"reports/{spec.name}/profiles/{name}.html")
-            validation = lake.put_bytes(f"<html><body><h1>Validation of {source} {day}</h1></body></html>".encode(),
-                                        f"reports/{spec.name}/validations/{name}.html")
+            profile = store.put_bytes(f"<html><body><h1>Profile of {source} {day}</h1></body></html>".encode(),
+                                      lake.report(spec.name, "profiles", name, "html"))
+            validation = store.put_bytes(f"<html><body><h1>Validation of {source} {day}</h1></body></html>".encode(),
+                                         lake.report(spec.name, "validations", name, "html"))
             rows_in = int(rng.integers(800, 1000))
             bad = int(rng.integers(0, 5))
             warehouse.upsert_batch(engine, {
@@ -94,7 +94,7 @@ def _deliveries(settings: Settings, spec: DatasetSpec, days: list[date], text: s
         if day.weekday() == 0 or i == 0:
             warehouse.record_dataset_version(engine, {
                 "spec_name": spec.name, "version_id": f"ds-{day:%Y%m%d}", "run_id": f"scheduled__{day}",
-                "created_at": _at(day, 7), "manifest_uri": f"datasets/{day}/manifest.json",
+                "created_at": _at(day, 7), "manifest_uri": lake.dataset_manifest(spec.name, f"ds-{day:%Y%m%d}"),
                 "train_rows": 900 * (i + 1) * 70 // 100, "validation_rows": 900 * (i + 1) * 15 // 100,
                 "test_rows": 900 * (i + 1) * 15 // 100, "train_end": _at(day - timedelta(days=6), 0),
                 "validation_end": _at(day - timedelta(days=3), 0), "test_end": _at(day, 0)})
@@ -174,14 +174,14 @@ def _monitoring(settings: Settings, spec: DatasetSpec, days: list[date], served:
 def _gates(settings: Settings, spec: DatasetSpec, versions: list[str], promoted_on: dict[str, date], text: str
            ) -> None:
     engine = warehouse.connect(settings.warehouse_url)
-    lake = open_store(settings.lake_uri, settings.s3_endpoint_url)
+    store = open_store(settings.lake_uri, settings.s3_endpoint_url)
     name = spec.registered_model_name
     previous = None
     for version in versions:
         day = promoted_on[version]
         run_id = f"asset_triggered__{day}"
-        report = lake.put_bytes(f"<html><body><h1>Gate report of v{version}</h1></body></html>".encode(),
-                                f"reports/{spec.name}/gates/v{version}/{run_id}/report.html")
+        report = store.put_bytes(f"<html><body><h1>Gate report of v{version}</h1></body></html>".encode(),
+                                 lake.gate_report(spec.name, version, run_id))
         at = _at(day, 8)
         evidence = [rubric.Evidence(test_id=t.id, mode="automated", outcome="pass" if t.number != 2 else "fail",
                                     model_name=name, model_version=version, run_id=run_id, dag_id=f"{spec.name}_gate",
