@@ -36,6 +36,7 @@ from flightdeck.core.settings import Settings  # noqa: E402
 from flightdeck.core.spec import DatasetSpec, load_spec  # noqa: E402
 
 FLIGHTS_SPEC = REPO / "include" / "specs" / "flights.yaml"
+PENGUINS_SPEC = REPO / "tests" / "fixtures" / "specs" / "penguins.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +50,23 @@ def settings(tmp_path: Path) -> Settings:
     return Settings.from_env({"FLIGHTDECK_HOME": str(tmp_path / "fd"),
                               "FLIGHTDECK_PSEUDONYMISATION_KEY": "test-key-not-secret",
                               "FLIGHTDECK_CHUNK_ROWS": "500"})
+
+
+@pytest.fixture
+def penguins_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A FlightDeck home whose specs folder holds the penguins fixture spec alone, its stores initialised."""
+    import shutil
+
+    from flightdeck.apps import init as stores
+
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    shutil.copy(PENGUINS_SPEC, specs / "penguins.yaml")
+    monkeypatch.setenv("FLIGHTDECK_HOME", str(tmp_path / "fd"))
+    monkeypatch.setenv("FLIGHTDECK_SPECS_DIR", str(specs))
+    monkeypatch.setenv("FLIGHTDECK_PSEUDONYMISATION_KEY", "penguins-key")
+    stores.init_stores(Settings.from_env(), airflow=False)
+    return tmp_path / "fd"
 
 
 @pytest.fixture(scope="session")

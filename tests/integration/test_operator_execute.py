@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from flightdeck.core.manifests import MonitorManifest, RegisterManifest, ScoreManifest
-from test_scoring_dag import OPEN, copy_home, env_for
+from test_scoring_dag import OPEN, use_copy_of_prepared_home
 
 pytestmark = pytest.mark.slow
 
@@ -39,10 +39,7 @@ def _context(run_type: str = "manual", pulled: Any = None, outlets: list[Any] | 
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = copy_home(tmp_path / "fd")
-    for name, value in env_for(home).items():
-        monkeypatch.setenv(name, value)
-    return home
+    return use_copy_of_prepared_home(tmp_path, monkeypatch)
 
 
 def _champion(home: Path) -> str:
@@ -55,6 +52,21 @@ def _champion(home: Path) -> str:
     version = registry.alias_version(client, spec_named(settings.specs_dir, "flights").registered_model_name,
                                      registry.CHAMPION)
     assert version, f"the prepared home {home} has a champion"
+    return version
+
+
+def _publish_open_partitions(home: Path, run_id: str) -> str:
+    """Score and publish the open partitions with the champion, as a scoring run would; its version."""
+    from flightdeck.core.context import StageContext
+    from flightdeck.core.settings import Settings
+    from flightdeck.core.spec import spec_named
+    from flightdeck.serving import scoring
+
+    settings = Settings.from_env()
+    ctx = StageContext(spec_named(settings.specs_dir, "flights"), settings, run_id=run_id)
+    version = _champion(home)
+    for day in OPEN:
+        scoring.score_partition(ctx, day, version)
     return version
 
 
@@ -102,16 +114,7 @@ def test_sensor_skips_when_the_champion_moved_while_it_waited(home):
 
 
 def test_a_scheduled_sensor_keeps_waiting_when_everything_is_scored(home):
-    from flightdeck.core.context import StageContext
-    from flightdeck.core.settings import Settings
-    from flightdeck.core.spec import spec_named
-    from flightdeck.serving import scoring
-
-    settings = Settings.from_env()
-    ctx = StageContext(spec_named(settings.specs_dir, "flights"), settings, run_id="earlier")
-    version = _champion(home)
-    for day in OPEN:
-        scoring.score_partition(ctx, day, version)
+    version = _publish_open_partitions(home, run_id="earlier")
     scheduled = _sensor(version).poke(_context("scheduled"))
     assert not scheduled.is_done and scheduled.xcom_value == []
     by_hand = _sensor(version).poke(_context("manual"))
@@ -145,17 +148,9 @@ def test_score_partition_of_a_missing_day_fails_without_retry(home):
 
 # ---------------------------------------------------------------- MonitorModelOperator
 def test_monitor_measures_the_published_partitions(home):
-    from flightdeck.core.context import StageContext
-    from flightdeck.core.settings import Settings
-    from flightdeck.core.spec import spec_named
-    from flightdeck.serving import scoring
     from flightdeck_airflow.monitoring import MonitorModelOperator
 
-    settings = Settings.from_env()
-    ctx = StageContext(spec_named(settings.specs_dir, "flights"), settings, run_id="score-run")
-    version = _champion(home)
-    for day in OPEN:
-        scoring.score_partition(ctx, day, version)
+    version = _publish_open_partitions(home, run_id="score-run")
     manifest = MonitorModelOperator(task_id="monitor", spec_name="flights", as_of=OPEN[-1]).execute(
         _context("scheduled"))
     assert manifest["as_of"] == OPEN[-1] and manifest["champion"] == version

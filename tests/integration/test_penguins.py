@@ -10,7 +10,6 @@ entity key. No code of the use case's own exists.
 from __future__ import annotations
 
 import os
-import shutil
 from datetime import date
 from pathlib import Path
 
@@ -22,22 +21,6 @@ pytestmark = pytest.mark.slow
 
 SPEC_FILE = Path(__file__).resolve().parents[1] / "fixtures" / "specs" / "penguins.yaml"
 MONTHS = ["2007-11-01", "2007-12-01", "2008-11-01", "2009-11-01", "2009-12-01"]
-
-
-@pytest.fixture
-def penguins_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A home whose specs folder holds penguins.yaml alone."""
-    specs = tmp_path / "specs"
-    specs.mkdir()
-    shutil.copy(SPEC_FILE, specs / "penguins.yaml")
-    monkeypatch.setenv("FLIGHTDECK_HOME", str(tmp_path / "fd"))
-    monkeypatch.setenv("FLIGHTDECK_SPECS_DIR", str(specs))
-    monkeypatch.setenv("FLIGHTDECK_PSEUDONYMISATION_KEY", "penguins-key")
-    from flightdeck.apps import init as stores
-    from flightdeck.core.settings import Settings
-
-    stores.init_stores(Settings.from_env(), airflow=False)
-    return tmp_path / "fd"
 
 
 @pytest.fixture

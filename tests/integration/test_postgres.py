@@ -10,7 +10,6 @@ concurrent sessions never see each other's rows.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from flightdeck.core import lake, warehouse
+from pg_support import postgres_url, private_schema
 
 pytestmark = pytest.mark.postgres
 
@@ -27,38 +27,17 @@ FD_TABLES = {"fd_catalog", "fd_deliveries", "fd_quarantine", "fd_dataset_version
 
 @pytest.fixture(scope="session")
 def pg_base_url() -> str:
-    url = os.environ.get("FLIGHTDECK_TEST_POSTGRES_URL")
-    if not url:
-        reason = (
-            "FLIGHTDECK_TEST_POSTGRES_URL is not set "
-            "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}, and CI is set: PostgreSQL tests must run in CI")
-        pytest.skip(reason)
+    url = postgres_url()
     if not url.startswith("postgresql"):
-        pytest.fail(
-            f"FLIGHTDECK_TEST_POSTGRES_URL must be a postgresql URL, got {url.split('://')[0]}://..."
-        )
+        pytest.fail(f"FLIGHTDECK_TEST_POSTGRES_URL must be a postgresql URL, got {url.split('://')[0]}://...")
     return url
 
 
 @pytest.fixture(scope="session")
 def pg_url(pg_base_url: str) -> Iterator[str]:
     """A URL whose connections use a private schema created for this test session."""
-    schema = f"fd_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(pg_base_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = sa.make_url(pg_base_url).update_query_dict({"options": f"-csearch_path={schema}"})
-    url_str = url.render_as_string(hide_password=False)
-    try:
-        yield url_str
-    finally:
-        warehouse.connect(url_str).dispose()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with private_schema(pg_base_url, "fd_test") as url:
+        yield url
 
 
 @pytest.fixture

@@ -82,12 +82,17 @@ def copy_home(dest: Path) -> Path:
     return dest
 
 
-@pytest.fixture
-def scoring_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def use_copy_of_prepared_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy of the prepared home, made this test's FlightDeck home (environment variables)."""
     home = copy_home(tmp_path / "fd")
     for name, value in env_for(home).items():
         monkeypatch.setenv(name, value)
     return home
+
+
+@pytest.fixture
+def scoring_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return use_copy_of_prepared_home(tmp_path, monkeypatch)
 
 
 @pytest.fixture

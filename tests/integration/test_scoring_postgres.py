@@ -7,19 +7,17 @@ session works in a schema of its own, dropped at the end.
 
 from __future__ import annotations
 
-import os
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 from flightdeck.core import warehouse
 from flightdeck.serving import predictions
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pg_support import postgres_url, private_schema  # noqa: E402
 from test_scoring_dag import OPEN, copy_home, env_for  # noqa: E402
 from unit.serving import test_predictions as shared  # noqa: E402  (row builders and the killed writer, shared with SQLite)
 
@@ -28,25 +26,8 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
-    url = os.environ.get("FLIGHTDECK_TEST_POSTGRES_URL")
-    if not url:
-        reason = "FLIGHTDECK_TEST_POSTGRES_URL is not set (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}, and CI is set: PostgreSQL tests must run in CI")
-        pytest.skip(reason)
-    schema = f"fd_scoring_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    scoped = sa.make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
-    scoped_url = scoped.render_as_string(hide_password=False)
-    try:
-        yield scoped_url
-    finally:
-        warehouse.connect(scoped_url).dispose()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with private_schema(postgres_url(), "fd_scoring") as url:
+        yield url
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
-from test_scoring_dag import OPEN, copy_home, env_for
+from test_scoring_dag import OPEN, use_copy_of_prepared_home
 
 pytestmark = pytest.mark.slow
 
@@ -52,10 +52,7 @@ def serving(spec_name: str = "flights", refresh_seconds: float = 30.0) -> Iterat
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = copy_home(tmp_path / "fd")
-    for name, value in env_for(home).items():
-        monkeypatch.setenv(name, value)
-    return home
+    return use_copy_of_prepared_home(tmp_path, monkeypatch)
 
 
 def _ctx(run_id: str = "precompute"):

@@ -7,8 +7,6 @@ schema of its own, dropped at the end.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -19,6 +17,7 @@ from flightdeck.apps.ui import pages, sample, views
 from flightdeck.core import warehouse
 from flightdeck.core.settings import Settings
 from flightdeck.core.spec import load_spec
+from pg_support import postgres_url, private_schema
 
 pytestmark = pytest.mark.postgres
 HOSTILE = "<script>alert(1)</script>'); DROP TABLE fd_catalog; --"
@@ -26,25 +25,8 @@ HOSTILE = "<script>alert(1)</script>'); DROP TABLE fd_catalog; --"
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    url = os.environ.get("FLIGHTDECK_TEST_POSTGRES_URL")
-    if not url:
-        reason = "FLIGHTDECK_TEST_POSTGRES_URL is not set (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}, and CI is set: PostgreSQL tests must run in CI")
-        pytest.skip(reason)
-    schema = f"fd_ui_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    scoped = sa.make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
-    scoped_url = scoped.render_as_string(hide_password=False)
-    try:
-        yield scoped_url
-    finally:
-        warehouse.connect(scoped_url).dispose()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with private_schema(postgres_url(), "fd_ui") as url:
+        yield url
 
 
 def test_every_view_on_postgresql(pg_url: str, tmp_path: Path):

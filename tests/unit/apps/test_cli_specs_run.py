@@ -43,17 +43,7 @@ def test_run_rejects_an_unknown_stage(capsys):
     assert set(stages.RUNS) == set(stages.STAGES) == {"data", "training", "gate", "scoring"}
 
 
-def test_run_data_with_nothing_landed_says_why(tmp_path, monkeypatch, capsys):
-    specs = tmp_path / "specs"
-    specs.mkdir()
-    shutil.copy(PENGUINS, specs / "penguins.yaml")
-    monkeypatch.setenv("FLIGHTDECK_HOME", str(tmp_path / "fd"))
-    monkeypatch.setenv("FLIGHTDECK_SPECS_DIR", str(specs))
-    monkeypatch.setenv("FLIGHTDECK_PSEUDONYMISATION_KEY", "cli-key")
-    from flightdeck.apps import init as stores
-    from flightdeck.core.settings import Settings
-
-    stores.init_stores(Settings.from_env(), airflow=False)
+def test_run_data_with_nothing_landed_says_why(penguins_home, capsys):
     assert cli.main(["run", "penguins", "--stage", "data", "--run-id", "cli-empty"]) == 0
     out = capsys.readouterr().out
     assert "ingest: skipped: nothing to ingest for penguins: no new deliveries" in out
