@@ -13,9 +13,10 @@ Two servers, each in its own process, one worker each, on loopback ports:
   requests are the model's own input, the feature matrix (``POST /invocations``): the
   reference, the stock server with no feature code and no logging.
 
-Per server, rows (single, batch of 100) and client concurrency (1, 8): a bounded number of
+Per server, rows (single, batch of 100) and client concurrency (1, 8, 32): a bounded number of
 requests from threads with their own ``httpx.Client``, after a warm-up; p50 and p99 latency,
-requests/s and rows/s. Usage: ``python benchmarks/bench_service.py [--home DIR] [--requests 200]``.
+requests/s and rows/s.
+Usage: ``python benchmarks/bench_service.py [--home DIR] [--requests 200] [--concurrency 1 8 32]``.
 Nothing is asserted; the figures to read are the ratios to mlflow measured in the same run.
 """
 
@@ -131,7 +132,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def load(url: str, bodies: list[Any], concurrency: int, requests: int, warmup: int = 5) -> dict[str, float]:
+def load(url: str, bodies: list[Any], concurrency: int, requests: int, warmup: int = 2) -> dict[str, float]:
     """``requests`` POSTs of the bodies (round robin) from ``concurrency`` threads; latency and throughput."""
     latencies: list[float] = []
     failures = [0]
@@ -173,7 +174,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", default=str(Path(tempfile.gettempdir()) / "flightdeck-bench-service"))
     parser.add_argument("--requests", type=int, default=200, help="requests per single-row measurement")
-    parser.add_argument("--batch-requests", type=int, default=40, help="requests per 100-row measurement")
+    parser.add_argument("--batch-requests", type=int, default=64, help="requests per 100-row measurement")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32],
+                        help="client threads, one measurement each")
     args = parser.parse_args()
     home = Path(args.home)
     set_env(home)
@@ -205,7 +208,7 @@ def main() -> int:
                     bodies = [{"dataframe_records": rows[i:i + size]} for i in range(0, len(rows) - size + 1, size)]
                 else:
                     bodies = [rows[i] if size == 1 else rows[i:i + size] for i in range(0, len(rows) - size + 1, size)]
-                for concurrency in (1, 8):
+                for concurrency in args.concurrency:
                     figures = load(f"http://127.0.0.1:{ports[name]}{path}", bodies, concurrency, n)
                     results.append({"server": name, "rows": size, "concurrency": concurrency, "requests": n,
                                     "startup_s": startup, **figures, "rows_s": figures["requests_s"] * size,

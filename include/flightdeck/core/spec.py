@@ -434,6 +434,9 @@ class MonitoringSpec(_Frozen):
     skew_sample_rows: Annotated[int, Field(ge=1)] = 1000
     max_skew_share: Annotated[float, Field(ge=0, le=1)] = 0.0
     max_input_age: str = "P2D"
+    online_window: str = "P7D"                            # request-log rows the online checks read, up to now
+    max_online_skew: Annotated[float, Field(ge=0)] = 1e-9  # |online - precomputed| for the same input and version
+    max_invalid_share: Annotated[float, Field(ge=0, le=1)] = 0.05  # share of online requests refused as invalid
     performance_window: Annotated[int, Field(ge=2)] = 14      # scoring runs in the rolling median
     max_slowdown: Annotated[float, Field(gt=1)] = 2.0         # throughput below median / this alerts
     retrain_on: tuple[Literal["decay", "drift", "staleness"], ...] = ("decay",)
@@ -441,7 +444,7 @@ class MonitoringSpec(_Frozen):
     retrain_window: str | None = None                     # train on the last ... of data; empty: all
     retrain_on_new_data: bool = False                     # also retrain on every new dataset version
 
-    _durations = field_validator("max_input_age", "cooldown", "retrain_window")(
+    _durations = field_validator("max_input_age", "online_window", "cooldown", "retrain_window")(
         lambda v: v if v is None else (parse_duration(v), v)[1])
 
 

@@ -4,6 +4,8 @@ champion's training reference, PSI with a KS or chi-squared test.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -41,6 +43,19 @@ def check_drift(ctx: StageContext, model: ServingModel, curated: pd.DataFrame, s
     if len(curated) > DRIFT_ROWS:  # a uniform sample measures PSI as well and keeps memory flat
         curated = curated.sample(DRIFT_ROWS, random_state=ctx.spec.training.seed)
     current = model.feature_matrix(curated)
+    figures = feature_drift_figures("drift", ctx, model, reference, current, partition=partition)
+    sd = drift.score_drift(reference["_score"].to_numpy(), scores, bins=cfg.bins, min_rows=cfg.min_rows,
+                           psi_alert=ctx.spec.monitoring.score_psi_alert, p_value=cfg.p_value)
+    figures.append(Figure("score_drift", "psi", sd.psi, sd.status, ctx.spec.monitoring.score_psi_alert,
+                          partition=partition, rows=sd.current_rows, model_version=model.version, detail=sd.to_dict()))
+    return figures
+
+
+def feature_drift_figures(check: str, ctx: StageContext, model: ServingModel, reference: pd.DataFrame,
+                          current: pd.DataFrame, partition: str = "",
+                          detail: dict[str, Any] | None = None) -> list[Figure]:
+    """PSI per monitored feature of ``current`` against ``reference``, and how many features are in alert."""
+    cfg = ctx.spec.monitoring.drift
     wanted = list(cfg.features) or model.layout.columns
     numeric = [c for c in model.layout.numeric if c in wanted]
     categorical = [c for c in model.layout.categorical if c in wanted]
@@ -48,18 +63,14 @@ def check_drift(ctx: StageContext, model: ServingModel, curated: pd.DataFrame, s
                                   psi_alert=cfg.psi_alert, p_value=cfg.p_value, min_rows=cfg.min_rows,
                                   bins=cfg.bins)
     v = model.version
-    figures = [Figure("drift", "psi", r.psi, r.status, cfg.psi_alert, subject=r.feature, partition=partition,
+    figures = [Figure(check, "psi", r.psi, r.status, cfg.psi_alert, subject=r.feature, partition=partition,
                       rows=r.current_rows, model_version=v, detail=r.to_dict()) for r in results]
     alerts = [r.feature for r in results if r.status == "alert"]
     judged = [r for r in results if r.status != "insufficient"]
     overall = ("insufficient" if not judged else
                status_of(len(alerts) >= cfg.alert_features, bool(alerts) or any(r.status == "warn" for r in results)))
-    figures.append(Figure("drift", "features_in_alert", float(len(alerts)), overall, float(cfg.alert_features),
+    figures.append(Figure(check, "features_in_alert", float(len(alerts)), overall, float(cfg.alert_features),
                           partition=partition, rows=len(current), model_version=v,
-                          detail={"alert": alerts, "warn": [r.feature for r in results if r.status == "warn"]}))
-    sd = drift.score_drift(reference["_score"].to_numpy(), scores, bins=cfg.bins, min_rows=cfg.min_rows,
-                           psi_alert=ctx.spec.monitoring.score_psi_alert, p_value=cfg.p_value)
-    figures.append(Figure("score_drift", "psi", sd.psi, sd.status, ctx.spec.monitoring.score_psi_alert,
-                          partition=partition, rows=sd.current_rows, model_version=v, detail=sd.to_dict()))
+                          detail={**(detail or {}), "alert": alerts,
+                                  "warn": [r.feature for r in results if r.status == "warn"]}))
     return figures
-

@@ -16,6 +16,9 @@ performance   scoring throughput and peak memory against the rolling median of r
 decay         realised quality once labels arrive, per partition and rolling, per slice     monitor_7
 drift         PSI + KS / chi-squared of each feature against the training reference        (decay)
 score_drift   PSI + KS of the scores against the reference scores                          (decay)
+online        requests, invalid share and latency of the request log (REST and queue)     (serving)
+online_skew   online score = precomputed score for the same input and version (1e-9)      (serving)
+online_drift  features and scores of the logged online rows against the reference         (serving)
 ============  ===========================================================================  =========
 
 Per-partition figures are keyed by (check, partition): a re-run replaces them, so labels
@@ -84,6 +87,7 @@ from flightdeck.monitoring.inputs import (  # noqa: F401
     read_predictions,
     read_scores,
 )
+from flightdeck.monitoring.online import check_online
 from flightdeck.monitoring.skew import check_skew, raw_partition_rows  # noqa: F401
 from flightdeck.serving import predictions
 from flightdeck.serving.champion import NoChampionError, resolve_model
@@ -204,8 +208,8 @@ def run_monitoring(ctx: StageContext, as_of: str | None = None, partitions: Sequ
                                     "window": "partition"}, rows)
         figures += part_figures
 
+    champion = None
     if champion_version is not None:
-        champion = None
         try:
             champion = models.get(champion_version)
         except Exception as exc:  # noqa: BLE001 - visible as error figures (and alerts), the other checks go on
@@ -218,6 +222,7 @@ def run_monitoring(ctx: StageContext, as_of: str | None = None, partitions: Sequ
         if champion is not None:
             run_level += guarded("decay", as_of, lambda: rolling_decay(ctx, as_of, champion, published, cache))
             run_level += guarded("staleness", as_of, lambda: check_staleness(ctx, champion, as_of))
+    run_level += guarded("online", as_of, lambda: check_online(ctx, champion, at, as_of))
     run_level += guarded("performance", as_of, lambda: check_performance(ctx, as_of))
     run_level += guarded("dependencies", as_of, lambda: check_dependencies(ctx, as_of))
     for f in run_level:

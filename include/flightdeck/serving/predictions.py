@@ -414,3 +414,33 @@ def example_sql(spec: DatasetSpec) -> dict[str, str]:
         "by_key": f"SELECT score, label, model_version, scored_at FROM {pt.view_name} WHERE {where}",
         "by_partition": f"SELECT * FROM {pt.name} WHERE {PARTITION} = :day ORDER BY score DESC",
     }
+
+
+
+def rows_for_keys(engine: Engine, spec: DatasetSpec, keys: Sequence[Mapping[str, Any]],
+                  chunk: int = 500) -> pd.DataFrame:
+    """Every published row (any partition) of the given entities: key, partition, score, version, feature hash.
+
+    ``keys`` are entity keys as JSON gives them (e.g. from the request log); each value is typed
+    as the spec declares and bound, ``chunk`` entities per query.
+
+    Raises:
+        PredictionLookupError: a key lacks a column of the entity key, or a value has the wrong type.
+    """
+    pt = ensure_tables(engine, spec)
+    t = pt.table
+    typed = []
+    for key in keys:
+        missing = [k for k in pt.keys if k not in key]
+        if missing:
+            raise PredictionLookupError(f"entity key {dict(key)} lacks {missing}; the key of {spec.name!r} is "
+                                        f"{list(pt.keys)}")
+        typed.append(tuple(_typed(key[k], kind, k) for k, kind in zip(pt.keys, pt.key_types, strict=True)))
+    unique = list(dict.fromkeys(typed))
+    columns = [*(t.c[k] for k in pt.keys), t.c[PARTITION], t.c.score, t.c.model_version, t.c.feature_hash]
+    rows: list[Any] = []
+    with engine.connect() as conn:
+        for start in range(0, len(unique), chunk):
+            query = sa.select(*columns).where(sa.tuple_(*(t.c[k] for k in pt.keys)).in_(unique[start:start + chunk]))
+            rows += conn.execute(query).fetchall()
+    return pd.DataFrame([tuple(r) for r in rows], columns=[c.name for c in columns])

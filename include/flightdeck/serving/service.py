@@ -246,10 +246,18 @@ def split_payload(payload: Any) -> list[Any]:
                                           f"{sorted(map(str, payload))}", "missing")])
 
 
+MAX_LOGGED_BODY = 65_536
+"""Characters of a rejected request's body kept in the request log (the hash covers all of it)."""
+
+
+def canonical_json(row: Any) -> str:
+    """A row (or a body) as canonical JSON: sorted keys, no spaces, what the request log keeps and hashes."""
+    return json.dumps(row, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
+
+
 def input_hash(row: Any) -> str:
     """sha256 of a row as canonical JSON (sorted keys, no spaces)."""
-    text = json.dumps(row, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(canonical_json(row).encode()).hexdigest()
 
 
 # ---------------------------------------------------------------- the champion, swapped in place
@@ -376,6 +384,7 @@ def create_app(settings: Settings, spec_name: str, *, refresh_seconds: float = 3
                detail: Any, message: str) -> JSONResponse:
         """Log a refused request as one row and answer it (422 invalid, 503 unavailable)."""
         _log(engine, [{**base, "row_number": 0, "input_hash": input_hash(body),
+                       "request_row": canonical_json(body)[:MAX_LOGGED_BODY],
                        "model_version": model.version if model else None,
                        "latency_ms": (time.perf_counter() - started) * 1000,
                        "status": "invalid" if status == 422 else "unavailable", "error": message}])
@@ -404,11 +413,13 @@ def create_app(settings: Settings, spec_name: str, *, refresh_seconds: float = 3
         latency = (time.perf_counter() - started) * 1000
         keys = frame[list(spec.entity_key)].to_dict("records")
         frame.attrs["keys"] = [{k: _key_json(v) for k, v in key.items()} for key in keys]
-        _log(engine, [{**base, "row_number": i + 1, "input_hash": input_hash(row), "model_version": model.version,
-                       "entity_key": json.dumps(key, sort_keys=True), "score": float(s), "label": int(lab),
-                       "latency_ms": latency, "status": "ok"}
-                      for i, (row, key, s, lab) in enumerate(zip(given, frame.attrs["keys"], frame["score"],
-                                                                 frame["label"], strict=True))])
+        _log(engine, [{**base, "row_number": i + 1, "input_hash": hashlib.sha256(text.encode()).hexdigest(),
+                       "request_row": text, "model_version": model.version,
+                       "entity_key": json.dumps(key, sort_keys=True), "feature_hash": int(h), "score": float(s),
+                       "label": int(lab), "latency_ms": latency, "status": "ok"}
+                      for i, (text, key, h, s, lab) in enumerate(zip(
+                          map(canonical_json, given), frame.attrs["keys"], frame["feature_hash"], frame["score"],
+                          frame["label"], strict=True))])
         return base, model, frame
 
     @app.get("/health")

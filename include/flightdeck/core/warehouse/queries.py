@@ -165,3 +165,13 @@ def serving_requests_of(engine: Engine, spec_name: str, request_id: str | None =
     if request_id is not None:
         query = query.where(r.request_id == request_id)
     return fetch_all(engine, query.order_by(r.received_at, r.request_id, r.row_number).limit(limit))
+
+
+def serving_log_window(engine: Engine, spec_name: str, since: datetime, until: datetime,
+                       limit: int = 200_000) -> list[dict[str, Any]]:
+    """Request-log rows of a spec received in ``[since, until)``, newest first, at most ``limit``."""
+    r = serving_requests.c
+    return fetch_all(engine, sa.select(r.request_id, r.row_number, r.endpoint, r.received_at, r.model_version,
+                                       r.entity_key, r.request_row, r.feature_hash, r.score, r.latency_ms, r.status)
+                     .where(r.spec_name == spec_name, r.received_at >= since, r.received_at < until)
+                     .order_by(r.received_at.desc(), r.request_id, r.row_number).limit(limit))
