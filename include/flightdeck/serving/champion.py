@@ -24,6 +24,7 @@ import logging
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +238,11 @@ class ServingModel:
                 "history_known_until": str(ts.max() + delay) if len(ts) else None,
                 "features": self.layout.columns}
 
+    @cached_property
+    def history_tables(self) -> dict[str, features.HistoryTable]:
+        """The history features' prepared outcomes (the same for every batch this model scores)."""
+        return features.history_tables(self.history, self.spec)
+
     # -- feature code shared with training
     def feature_matrix(self, curated: pd.DataFrame, categorical: bool = False) -> pd.DataFrame:
         """Model input from curated rows (delivered + derived columns), exactly as training built it.
@@ -245,7 +251,8 @@ class ServingModel:
         (for the compiled fast path; same values, same feature hashes).
         """
         frame = wrangle.apply_wrangle(curated.reset_index(drop=True), self.spec, self.wrangle_params)
-        frame = features.build_feature_frame(frame, self.spec, self.references, self.history, self.prior)
+        frame = features.build_feature_frame(frame, self.spec, self.references, self.history, self.prior,
+                                             self.history_tables)
         if categorical:
             return features.select_features_categorical(frame, self.layout)
         return features.select_features(frame, self.layout)

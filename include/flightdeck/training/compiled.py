@@ -44,6 +44,7 @@ class CompiledLightGBM:
 
     def encoded_codes(self, column: pd.Series, i: int) -> tuple[np.ndarray, int]:
         """Ordinal codes of one categorical column (unknown and missing -1) and how many were unknown."""
+        uniques: Any
         if isinstance(column.dtype, pd.CategoricalDtype):
             codes, uniques = column.cat.codes.to_numpy(), column.cat.categories
         else:

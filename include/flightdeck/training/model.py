@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from flightdeck.training.compiled import compile_pipeline
-from flightdeck.training.features import FeatureLayout, select_features
+from flightdeck.training.features import FeatureLayout, select_features, select_features_categorical
 
 
 class FlightDeckClassifier(mlflow.pyfunc.PythonModel):  # type: ignore[misc, name-defined]
@@ -26,8 +26,10 @@ class FlightDeckClassifier(mlflow.pyfunc.PythonModel):  # type: ignore[misc, nam
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
         layout = FeatureLayout(tuple(self.layout["numeric"]), tuple(self.layout["categorical"]))
-        X = select_features(pd.DataFrame(model_input), layout)
         compiled = self.compiled()
+        if compiled is not None and not compiled.needs_text:  # the same texts, converted once per distinct value
+            return compiled.predict(select_features_categorical(pd.DataFrame(model_input), layout))
+        X = select_features(pd.DataFrame(model_input), layout)
         if compiled is not None:
             return compiled.predict(X)
         return np.asarray(self.pipeline.predict_proba(X))[:, 1]
