@@ -8,15 +8,21 @@ shifted so keys stay unique (weather and history joins still hit).
 
 Then, per database and size, each in a fresh subprocess so peak RSS is its own:
 
-* ``floor``: the model's own ``predict_proba`` on the prepared feature matrix, plus a raw
-  bulk load of the finished rows (PostgreSQL: ``COPY`` of pre-serialised CSV; SQLite:
-  ``executemany`` of pre-built tuples) into the empty predictions table;
-* ``flightdeck``: ``scoring.score_partition``: GX validation of the batch, record batches
-  through the training feature code and the model into a spool, atomic publication;
-* ``naive``: ``pd.read_parquet``, the same feature code, ``pyfunc.predict``, ``DataFrame.to_sql``.
+* ``validate`` (once per size): the spec's GX suite on the partition, what the first scoring
+  of an input pays (its report is kept under the input's fingerprint; later scorings of the
+  same input, and inputs the data DAG validated, reuse it);
+* ``floor``: ``Booster.predict`` on the model's encoded float64 feature matrix with the
+  spec's ``training.threads``, plus a raw bulk load of the finished rows (PostgreSQL: one
+  ``COPY`` of pre-serialised CSV; SQLite: ``executemany`` of pre-built tuples, one
+  transaction), timed apart, chunk by chunk (memory stays flat); the packaged model's own
+  ``predict`` on the same rows is timed too (its ratio to the booster);
+* ``flightdeck``: ``scoring.score_partition``: serving validation (reused), record batches
+  through the training feature code and the compiled model into a spool, atomic publication;
+* ``naive``: ``pd.read_parquet``, the same feature code, ``pyfunc.predict``, ``DataFrame.to_sql``
+  (up to 3M rows: at 10M it would need about 31 GiB).
 
 Model loading (registry, references, history) is a fixed cost per task, reported apart.
-Usage: ``python benchmarks/bench_scoring.py [--rows 1000000 3000000] [--db sqlite postgres]``.
+Usage: ``python benchmarks/bench_scoring.py [--rows 1000000 3000000 10000000] [--db sqlite postgres]``.
 Nothing here is asserted; figures are ratios measured in the same run.
 """
 
