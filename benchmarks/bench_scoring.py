@@ -336,6 +336,8 @@ def main() -> None:
     parser.add_argument("--pg-url", default=os.environ.get("FLIGHTDECK_TEST_POSTGRES_URL", PG_DEFAULT))
     parser.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "flightdeck-bench-scoring")
     parser.add_argument("--kinds", nargs="+", default=["validate", "floor", "flightdeck", "naive"])
+    parser.add_argument("--naive-max-rows", type=int, default=NAIVE_MAX_ROWS,
+                        help="skip the naive path above this size (it holds the partition in memory)")
     parser.add_argument("--worker")
     args = parser.parse_args()
     if args.worker:
@@ -347,21 +349,19 @@ def main() -> None:
     print(f"set-up ready in {time.perf_counter() - started:.0f}s ({args.home})", flush=True)
 
     results = []
-    for db in args.db:
-        schema = admin = None
-        if db == "postgres":
-            made = bench_schema(args.pg_url)
-            if made is None:
-                args.db = [d for d in args.db if d != "postgres"]
-                continue
-            url, schema, admin = made
-        try:
-            for rows in args.rows:
+    urls: dict[str, str] = {}
+    made = bench_schema(args.pg_url) if "postgres" in args.db else None
+    if made is None:
+        args.db = [d for d in args.db if d != "postgres"]
+    else:
+        urls["postgres"], schema, admin = made
+    try:
+        for rows in args.rows:  # size by size, both databases: a cut-short run still pairs them
+            for db in args.db:
                 for kind in args.kinds:
-                    if kind == "naive" and rows > NAIVE_MAX_ROWS:
-                        continue
-                    if kind == "validate" and db != args.db[0]:
-                        continue  # the lake's evidence is shared: validated once per input
+                    if (kind == "naive" and rows > args.naive_max_rows) or (kind == "validate" and db != args.db[0]):
+                        continue  # validation evidence lives in the lake: validated once per input
+                    url = urls.get(db, "")
                     if db == "sqlite":
                         db_file = args.home / f"bench-{kind}.db"
                         for suffix in ("", "-wal", "-shm"):
@@ -371,9 +371,9 @@ def main() -> None:
                     r["db"] = db
                     results.append(r)
                     print(json.dumps(r, default=str), flush=True)
-        finally:
-            if schema:
-                drop_bench_schema(schema, admin)
+    finally:
+        if made is not None:
+            drop_bench_schema(schema, admin)
     print_tables(results, args.db, args.rows)
     print(f"\ntotal {time.perf_counter() - started:.0f}s")
 
@@ -398,8 +398,9 @@ def print_tables(results: list[dict[str, object]], dbs: list[str], sizes: list[i
             booster, packaged = float(floor["booster_s"]), float(floor["packaged_predict_s"])  # type: ignore[arg-type]
             parts = "; ".join(f"{k} {v:.2f}" for k, v in dict(path.get("timings", {})).items())  # type: ignore[call-overload]
             first = f"{(p + float(gx['seconds'])) / f:.2f} (GX {float(gx['seconds']):.1f}s)" if gx else "-"  # type: ignore[arg-type]
-            nv = f"{float(naive['seconds']):.1f} ({float(naive['seconds']) / f:.2f})" if naive else \
-                "not run (needs ~31 GiB)"  # type: ignore[arg-type]
+            nv = "not run (needs ~31 GiB)" if rows > NAIVE_MAX_ROWS else "not run (time)"
+            if naive:
+                nv = f"{float(naive['seconds']):.1f} ({float(naive['seconds']) / f:.2f})"  # type: ignore[arg-type]
             rss = " / ".join(f"{float(r['peak_rss_mib']):.0f}" if r else "-" for r in (floor, path, naive))  # type: ignore[arg-type]
             print(f"| {db} | {rows:,} | {booster:.2f} | {packaged:.2f} ({packaged / booster:.2f}) "
                   f"| {float(floor['bulk_load_s']):.2f} | {f:.2f} | {p:.2f} ({parts}) | {p / f:.2f} "  # type: ignore[arg-type]
