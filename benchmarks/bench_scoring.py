@@ -8,15 +8,21 @@ shifted so keys stay unique (weather and history joins still hit).
 
 Then, per database and size, each in a fresh subprocess so peak RSS is its own:
 
-* ``floor``: the model's own ``predict_proba`` on the prepared feature matrix, plus a raw
-  bulk load of the finished rows (PostgreSQL: ``COPY`` of pre-serialised CSV; SQLite:
-  ``executemany`` of pre-built tuples) into the empty predictions table;
-* ``flightdeck``: ``scoring.score_partition``: GX validation of the batch, record batches
-  through the training feature code and the model into a spool, atomic publication;
-* ``naive``: ``pd.read_parquet``, the same feature code, ``pyfunc.predict``, ``DataFrame.to_sql``.
+* ``validate`` (once per size): the spec's GX suite on the partition, what the first scoring
+  of an input pays (its report is kept under the input's fingerprint; later scorings of the
+  same input, and inputs the data DAG validated, reuse it);
+* ``floor``: ``Booster.predict`` on the model's encoded float64 feature matrix with the
+  spec's ``training.threads``, plus a raw bulk load of the finished rows (PostgreSQL: one
+  ``COPY`` of pre-serialised CSV; SQLite: ``executemany`` of pre-built tuples, one
+  transaction), timed apart, chunk by chunk (memory stays flat); the packaged model's own
+  ``predict`` on the same rows is timed too (its ratio to the booster);
+* ``flightdeck``: ``scoring.score_partition``: serving validation (reused), record batches
+  through the training feature code and the compiled model into a spool, atomic publication;
+* ``naive``: ``pd.read_parquet``, the same feature code, ``pyfunc.predict``, ``DataFrame.to_sql``
+  (up to 3M rows: at 10M it would need about 31 GiB).
 
 Model loading (registry, references, history) is a fixed cost per task, reported apart.
-Usage: ``python benchmarks/bench_scoring.py [--rows 1000000 3000000] [--db sqlite postgres]``.
+Usage: ``python benchmarks/bench_scoring.py [--rows 1000000 3000000 10000000] [--db sqlite postgres]``.
 Nothing here is asserted; figures are ratios measured in the same run.
 """
 
@@ -154,10 +160,82 @@ def _fresh_table(ctx):  # type: ignore[no-untyped-def]
     return predictions.ensure_tables(engine, ctx.spec)
 
 
-def worker(kind: str, rows: int) -> dict[str, object]:
+CHUNK = 200_000
+NAIVE_MAX_ROWS = 3_000_000  # the naive path holds the partition several times over: ~31 GiB at 10M rows
+
+
+def _floor(ctx, model, pt, path, partition: str, out: dict[str, object]) -> None:  # type: ignore[no-untyped-def]
+    """Booster.predict on the encoded float matrix + the raw bulk load, timed apart, chunk by chunk.
+
+    Everything untimed (features, encoding, finished rows, tuples or CSV) is prepared per
+    chunk, so memory stays flat; the timed parts are only ``Booster.predict`` (the spec's
+    threads), the packaged model's own ``predict`` on the same rows (for its ratio to the
+    booster) and the load (one transaction: ``executemany`` per chunk on SQLite, one ``COPY``
+    on PostgreSQL, commit included).
+    """
+    import pandas as pd
     import pyarrow.parquet as pq
+    from flightdeck.core import warehouse
+    from flightdeck.serving import predictions
+
+    compiled, threads = model.compiled, ctx.spec.training.threads
+    timed = {"booster_s": 0.0, "packaged_predict_s": 0.0, "bulk_load_s": 0.0}
+    cols = ", ".join(pt.columns)
+    pg = ctx.engine.dialect.name == "postgresql"
+    scored_at = warehouse.now()
+
+    def chunks():  # type: ignore[no-untyped-def]
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=CHUNK, columns=model.required_columns()):
+            frame = batch.to_pandas()
+            X = model.feature_matrix(frame)
+            matrix = compiled.matrix(model.feature_matrix(frame, categorical=True))
+            clock = time.perf_counter()
+            score = compiled.booster.predict(matrix, num_threads=threads)
+            timed["booster_s"] += time.perf_counter() - clock
+            clock = time.perf_counter()
+            packaged = model.python_model.predict(None, X)
+            timed["packaged_predict_s"] += time.perf_counter() - clock
+            if not (packaged == score).all():
+                raise AssertionError("the packaged model and the booster disagree")
+            yield predictions.prediction_rows(
+                pt, frame, score, (score >= model.threshold).astype("int8"),
+                pd.util.hash_pandas_object(X, index=False).to_numpy().view("int64"), partition=partition,
+                model_name=model.resolved.name, model_version=model.version, run_id=ctx.run_id,
+                scored_at=scored_at)
+
+    conn = ctx.engine.connect()
+    try:
+        transaction = conn.begin()
+        if pg:
+            with conn.connection.driver_connection.cursor() as cur:
+                copy_cm = cur.copy(f"COPY flights_predictions ({cols}) FROM STDIN (FORMAT csv)")
+                copy = copy_cm.__enter__()
+                for finished in chunks():
+                    payload = predictions._csv_bytes(finished)  # noqa: SLF001 - the floor is the bare COPY
+                    clock = time.perf_counter()
+                    copy.write(payload)
+                    timed["bulk_load_s"] += time.perf_counter() - clock
+                clock = time.perf_counter()
+                copy_cm.__exit__(None, None, None)
+                timed["bulk_load_s"] += time.perf_counter() - clock
+        else:
+            marks = ", ".join("?" for _ in pt.columns)
+            for finished in chunks():
+                tuples = predictions._sqlite_rows(finished)  # noqa: SLF001
+                clock = time.perf_counter()
+                conn.exec_driver_sql(f"INSERT INTO flights_predictions ({cols}) VALUES ({marks})", tuples)
+                timed["bulk_load_s"] += time.perf_counter() - clock
+        clock = time.perf_counter()
+        transaction.commit()
+        timed["bulk_load_s"] += time.perf_counter() - clock
+    finally:
+        conn.close()
+    out.update(timed, seconds=timed["booster_s"] + timed["bulk_load_s"])
+
+
+def worker(kind: str, rows: int) -> dict[str, object]:
     from flightdeck.core import lake, warehouse
-    from flightdeck.serving import predictions, scoring
+    from flightdeck.serving import scoring
 
     ctx = _context(f"bench-{kind}-{rows}")
     start = time.perf_counter()
@@ -167,41 +245,20 @@ def worker(kind: str, rows: int) -> dict[str, object]:
     partition = partition_of(rows)
     path = ctx.lake.path(lake.curated("flights", partition))
     out: dict[str, object] = {"kind": kind, "rows": rows, "db": ctx.engine.dialect.name, "load_s": load_s}
-    if kind == "flightdeck":
+    if kind == "validate":  # what the first scoring of an input pays once: the GX suite on the partition
+        import pyarrow.parquet as pq
+
+        start = time.perf_counter()
+        fingerprint = scoring.curated_partitions(ctx)[partition]
+        report = scoring.validate_partition(ctx, pq.ParquetFile(path), partition, fingerprint)
+        out.update(seconds=time.perf_counter() - start, success=report["success"])
+    elif kind == "flightdeck":
         start = time.perf_counter()
         manifest = scoring.score_partition(ctx, partition, model.version, model=model)
-        out.update(seconds=time.perf_counter() - start, timings=manifest["timings"], published=manifest["rows"])
+        out.update(seconds=time.perf_counter() - start, timings=manifest["timings"], published=manifest["rows"],
+                   validation=manifest["validation"])
     elif kind == "floor":
-        import pandas as pd
-
-        frame = pq.read_table(path, columns=model.required_columns()).to_pandas()
-        X = pd.concat([model.feature_matrix(frame.iloc[i:i + 200_000]) for i in range(0, len(frame), 200_000)],
-                      ignore_index=True)
-        start = time.perf_counter()
-        score = model.predict_matrix(X)
-        predict_s = time.perf_counter() - start
-        finished = predictions.prediction_rows(
-            pt, frame, score, (score >= model.threshold).astype("int8"),
-            pd.util.hash_pandas_object(X, index=False).to_numpy().view("int64"), partition=partition,
-            model_name=model.resolved.name, model_version=model.version, run_id=ctx.run_id,
-            scored_at=warehouse.now())
-        del X, frame
-        cols = ", ".join(pt.columns)
-        if ctx.engine.dialect.name == "postgresql":
-            payload = predictions._csv_bytes(finished)  # noqa: SLF001 - the floor is the bare COPY
-            start = time.perf_counter()
-            with ctx.engine.begin() as conn, conn.connection.driver_connection.cursor() as cur, \
-                    cur.copy(f"COPY flights_predictions ({cols}) FROM STDIN (FORMAT csv)") as copy:
-                for i in range(0, len(payload), 1 << 24):
-                    copy.write(payload[i:i + (1 << 24)])
-        else:
-            tuples = predictions._sqlite_rows(finished)  # noqa: SLF001
-            marks = ", ".join("?" for _ in pt.columns)
-            start = time.perf_counter()
-            with ctx.engine.begin() as conn:
-                conn.exec_driver_sql(f"INSERT INTO flights_predictions ({cols}) VALUES ({marks})", tuples)
-        load_rows_s = time.perf_counter() - start
-        out.update(seconds=predict_s + load_rows_s, predict_s=predict_s, bulk_load_s=load_rows_s)
+        _floor(ctx, model, pt, path, partition, out)
     elif kind == "naive":
         import mlflow.pyfunc
         import pandas as pd
@@ -278,7 +335,9 @@ def main() -> None:
     parser.add_argument("--db", nargs="+", default=["sqlite", "postgres"], choices=["sqlite", "postgres"])
     parser.add_argument("--pg-url", default=os.environ.get("FLIGHTDECK_TEST_POSTGRES_URL", PG_DEFAULT))
     parser.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "flightdeck-bench-scoring")
-    parser.add_argument("--kinds", nargs="+", default=["floor", "flightdeck", "naive"])
+    parser.add_argument("--kinds", nargs="+", default=["validate", "floor", "flightdeck", "naive"])
+    parser.add_argument("--naive-max-rows", type=int, default=NAIVE_MAX_ROWS,
+                        help="skip the naive path above this size (it holds the partition in memory)")
     parser.add_argument("--worker")
     args = parser.parse_args()
     if args.worker:
@@ -290,17 +349,19 @@ def main() -> None:
     print(f"set-up ready in {time.perf_counter() - started:.0f}s ({args.home})", flush=True)
 
     results = []
-    for db in args.db:
-        schema = admin = None
-        if db == "postgres":
-            made = bench_schema(args.pg_url)
-            if made is None:
-                args.db = [d for d in args.db if d != "postgres"]
-                continue
-            url, schema, admin = made
-        try:
-            for rows in args.rows:
+    urls: dict[str, str] = {}
+    made = bench_schema(args.pg_url) if "postgres" in args.db else None
+    if made is None:
+        args.db = [d for d in args.db if d != "postgres"]
+    else:
+        urls["postgres"], schema, admin = made
+    try:
+        for rows in args.rows:  # size by size, both databases: a cut-short run still pairs them
+            for db in args.db:
                 for kind in args.kinds:
+                    if (kind == "naive" and rows > args.naive_max_rows) or (kind == "validate" and db != args.db[0]):
+                        continue  # validation evidence lives in the lake: validated once per input
+                    url = urls.get(db, "")
                     if db == "sqlite":
                         db_file = args.home / f"bench-{kind}.db"
                         for suffix in ("", "-wal", "-shm"):
@@ -310,26 +371,40 @@ def main() -> None:
                     r["db"] = db
                     results.append(r)
                     print(json.dumps(r, default=str), flush=True)
-        finally:
-            if schema:
-                drop_bench_schema(schema, admin)
-    print("\n| database | rows | path | seconds | rows/s | x floor | naive / path | peak RSS MiB | notes |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for db in args.db:
-        for rows in args.rows:
-            by = {r["kind"]: r for r in results if r["db"] == db and r["rows"] == rows}
-            floor, naive = by.get("floor"), by.get("naive")
-            for kind in args.kinds:
-                r = by[kind]
-                secs = float(r["seconds"])  # type: ignore[arg-type]
-                ratio = f"{secs / float(floor['seconds']):.2f}" if floor else "-"  # type: ignore[arg-type]
-                vs_naive = f"{float(naive['seconds']) / secs:.2f}" if naive else "-"  # type: ignore[arg-type]
-                note = {"floor": f"predict {r.get('predict_s', 0):.2f}s + bulk load {r.get('bulk_load_s', 0):.2f}s",
-                        "flightdeck": "; ".join(f"{k} {v:.2f}" for k, v in dict(r.get("timings", {})).items()),
-                        "naive": "read_parquet, features, pyfunc.predict, to_sql"}[kind]
-                print(f"| {db} | {rows:,} | {kind} | {secs:.2f} | {rows / secs:,.0f} | {ratio} | {vs_naive} | "
-                      f"{float(r['peak_rss_mib']):.0f} | {note}; model load {float(r['load_s']):.1f}s |")
+    finally:
+        if made is not None:
+            drop_bench_schema(schema, admin)
+    print_tables(results, args.db, args.rows)
     print(f"\ntotal {time.perf_counter() - started:.0f}s")
+
+
+def print_tables(results: list[dict[str, object]], dbs: list[str], sizes: list[int]) -> None:
+    """The floor's parts, the path against it (with and without first-sight validation), the naive path."""
+    def get(db: str, rows: int, kind: str) -> dict[str, object] | None:
+        found = [r for r in results if r["kind"] == kind and r["rows"] == rows
+                 and (r["db"] == db or kind == "validate")]
+        return found[-1] if found else None
+
+    print("\n| db | rows | booster predict s | packaged predict s (x booster) | bulk load s | floor s "
+          "| flightdeck s (parts) | x floor | s per M rows (path) | + GX on first sight: x floor "
+          "| naive s (x floor) | peak RSS MiB floor / path / naive |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for db in dbs:
+        for rows in sizes:
+            floor, path, naive, gx = (get(db, rows, k) for k in ("floor", "flightdeck", "naive", "validate"))
+            if floor is None or path is None:
+                continue
+            f, p = float(floor["seconds"]), float(path["seconds"])  # type: ignore[arg-type]
+            booster, packaged = float(floor["booster_s"]), float(floor["packaged_predict_s"])  # type: ignore[arg-type]
+            parts = "; ".join(f"{k} {v:.2f}" for k, v in dict(path.get("timings", {})).items())  # type: ignore[call-overload]
+            first = f"{(p + float(gx['seconds'])) / f:.2f} (GX {float(gx['seconds']):.1f}s)" if gx else "-"  # type: ignore[arg-type]
+            nv = "not run (needs ~31 GiB)" if rows > NAIVE_MAX_ROWS else "not run (time)"
+            if naive:
+                nv = f"{float(naive['seconds']):.1f} ({float(naive['seconds']) / f:.2f})"  # type: ignore[arg-type]
+            rss = " / ".join(f"{float(r['peak_rss_mib']):.0f}" if r else "-" for r in (floor, path, naive))  # type: ignore[arg-type]
+            print(f"| {db} | {rows:,} | {booster:.2f} | {packaged:.2f} ({packaged / booster:.2f}) "
+                  f"| {float(floor['bulk_load_s']):.2f} | {f:.2f} | {p:.2f} ({parts}) | {p / f:.2f} "  # type: ignore[arg-type]
+                  f"| {p / rows * 1e6:.2f} | {first} | {nv} | {rss} |")
 
 
 if __name__ == "__main__":

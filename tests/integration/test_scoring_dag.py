@@ -314,3 +314,46 @@ def test_serving_model_rebuilds_training_features_and_serves_applications(scorin
     missing = rows.drop(columns=["dest"])
     with pytest.raises(scoring.ScoringInputError, match="dest"):
         model.predict(missing)
+
+
+def test_serving_validation_reuses_the_evidence_of_the_same_input_and_validates_a_changed_one(scoring_home):
+    """The data DAG validated the batches of an open partition: scoring reuses those reports (named in
+    the kept evidence). A rewritten partition (new fingerprint) is validated again by GX, and that
+    report is reused by the next scoring of the same input; a broken rewrite is refused."""
+    import json
+
+    from flightdeck.core import warehouse
+    from flightdeck.serving import predictions, scoring
+
+    ctx = _ctx("reuse")
+    model = scoring.load_model(ctx)
+    day = OPEN[0]
+    first = scoring.score_partition(ctx, day, model.version, model=model)
+    assert first["validation"]["reused"] is True and first["validation"]["reused_from"] == "data_dag"
+    evidence = json.loads(Path(first["validation"]["report_uri"]).read_text())
+    curated = warehouse.list_batches(ctx.engine, "flights", statuses=("curated",), source=ctx.spec.features_source_name)
+    batches = [b for b in curated if b["batch_date"] == day]
+    assert sorted(e["validation_uri"] for e in evidence["batches"]) == sorted(b["validation_uri"] for b in batches)
+    assert evidence["input_fingerprint"] == scoring.curated_partitions(ctx)[day]
+    runs = [r for r in predictions.list_runs(ctx.engine, "flights", day) if r["run_id"] == "reuse"]
+    assert json.loads(runs[0]["details"])["validation"]["report_uri"] == first["validation"]["report_uri"]
+
+    again = scoring.score_partition(ctx, day, model.version, model=model)
+    assert again["validation"]["reused"] and again["validation"]["report_uri"] == first["validation"]["report_uri"]
+
+    frame = _curated(ctx, day)
+    _write_partition(ctx, day, frame.iloc[::-1])  # the same rows, another file: a new fingerprint
+    changed = scoring.score_partition(ctx, day, model.version, model=model)
+    assert changed["validation"]["reused"] is False and changed["validation"]["success"]
+    report = json.loads(Path(changed["validation"]["report_uri"]).read_text())
+    assert report["rows"] == len(frame) and report["gx_result"]["results"], "GX ran on the rewritten partition"
+    assert changed["validation"]["report_uri"] != first["validation"]["report_uri"]
+    rescored = scoring.score_partition(ctx, day, model.version, model=model)
+    assert rescored["validation"] == {**changed["validation"], "reused": True, "reused_from": "serving"}
+
+    bad = frame.copy()
+    bad.loc[bad.index[:5], "origin"] = "BOS"  # outside the declared set: a hard expectation
+    _write_partition(ctx, day, bad)
+    with pytest.raises(scoring.ScoringInputError, match="failed validation"):
+        scoring.score_partition(ctx, day, model.version, model=model)
+    assert predictions.count_partition(ctx.engine, ctx.spec, day)["run_id"] == "reuse", "the last good set stays"

@@ -24,6 +24,7 @@ import logging
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from flightdeck.core.spec import DatasetSpec, spec_named
 from flightdeck.core.storage import Store, open_store
 from flightdeck.data import ingest, wrangle
 from flightdeck.training import features
+from flightdeck.training.compiled import CompiledLightGBM, compile_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +215,8 @@ class ServingModel:
         pipeline = python_model.pipeline
         first = pipeline.members[0] if hasattr(pipeline, "members") else pipeline
         self.known_categories = features.known_categories(first, self.layout)
+        # the Pipeline as numpy steps + Booster.predict (bit-identical), or None: its own predict_proba
+        self.compiled = compile_pipeline(pipeline, spec.training.threads)
 
     def __repr__(self) -> str:
         return f"ServingModel({self.resolved.model_uri!r}, alias={self.resolved.alias!r})"
@@ -234,18 +238,35 @@ class ServingModel:
                 "history_known_until": str(ts.max() + delay) if len(ts) else None,
                 "features": self.layout.columns}
 
+    @cached_property
+    def history_tables(self) -> dict[str, features.HistoryTable]:
+        """The history features' prepared outcomes (the same for every batch this model scores)."""
+        return features.history_tables(self.history, self.spec)
+
     # -- feature code shared with training
-    def feature_matrix(self, curated: pd.DataFrame) -> pd.DataFrame:
-        """Model input from curated rows (delivered + derived columns), exactly as training built it."""
+    def feature_matrix(self, curated: pd.DataFrame, categorical: bool = False) -> pd.DataFrame:
+        """Model input from curated rows (delivered + derived columns), exactly as training built it.
+
+        ``categorical`` gives the categorical features as ``Categorical`` of the same texts
+        (for the compiled fast path; same values, same feature hashes).
+        """
         frame = wrangle.apply_wrangle(curated.reset_index(drop=True), self.spec, self.wrangle_params)
-        frame = features.build_feature_frame(frame, self.spec, self.references, self.history, self.prior)
+        frame = features.build_feature_frame(frame, self.spec, self.references, self.history, self.prior,
+                                             self.history_tables)
+        if categorical:
+            return features.select_features_categorical(frame, self.layout)
         return features.select_features(frame, self.layout)
 
     def predict_matrix(self, X: pd.DataFrame) -> np.ndarray:
-        """Positive-class probabilities of a feature matrix (the packaged Pipeline's own predict)."""
+        """Positive-class probabilities of a feature matrix: the compiled fast path, else the Pipeline's own."""
+        if self.compiled is not None:
+            return self.compiled.predict(X)
         return np.asarray(self.python_model.pipeline.predict_proba(X))[:, 1]
 
     def count_unknown(self, X: pd.DataFrame) -> dict[str, int]:
+        """Non-missing categorical values the (first) model never saw, per column that has some."""
+        if isinstance(self.compiled, CompiledLightGBM):
+            return self.compiled.unknown_categories(X)
         out = {}
         for column, known in self.known_categories.items():
             values = X[column]
@@ -264,7 +285,7 @@ class ServingModel:
             return Scored(pd.DataFrame({**{k: curated[k] for k in self.spec.entity_key},
                                         "score": pd.Series(dtype="float64"), "label": pd.Series(dtype="int8"),
                                         "feature_hash": pd.Series(dtype="int64")}), {})
-        X = self.feature_matrix(curated)
+        X = self.feature_matrix(curated, categorical=self.compiled is not None and not self.compiled.needs_text)
         score = self.predict_matrix(X)
         out = curated[list(self.spec.entity_key)].reset_index(drop=True)
         out["score"] = score

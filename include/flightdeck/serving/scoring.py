@@ -16,12 +16,13 @@ as soon as the data DAG has curated them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from flightdeck.core.context import StageContext
 from flightdeck.core.manifests import ScoreManifest
 from flightdeck.core.settings import Settings
 from flightdeck.core.spec import parse_duration, spec_named
-from flightdeck.core.values import safe_name
+from flightdeck.core.values import safe_name, utc
 from flightdeck.data import validate
 from flightdeck.serving import predictions
 from flightdeck.serving.champion import (
@@ -150,19 +151,109 @@ def horizon_end(spec_horizon: str, day: date) -> date:
 
 
 # ---------------------------------------------------------------- score one partition
-def validate_partition(ctx: StageContext, pf: pq.ParquetFile, partition: str) -> dict[str, Any]:
-    """The spec's GX suite (declared + reviewed) of the features source, chunk by chunk, on the serving batch."""
+def suite_digest(expectations: list[dict[str, Any]]) -> str:
+    """A short digest of a GX suite (its expectations, kwargs and severities)."""
+    return hashlib.sha256(json.dumps(expectations, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def evidence_key(spec_name: str, partition: str, fingerprint: str, suite: str) -> str:
+    """Where the serving validation of one input (partition + fingerprint) under one suite is kept."""
+    digest = hashlib.sha256(f"{fingerprint}|{suite}".encode()).hexdigest()[:16]
+    return lake.report(spec_name, "serving_validations", f"{partition}-{digest}", "json")
+
+
+def validate_partition(ctx: StageContext, pf: pq.ParquetFile, partition: str,
+                       fingerprint: str | None = None) -> dict[str, Any]:
+    """The spec's GX suite (declared + reviewed) of the features source, chunk by chunk, on the serving batch.
+
+    The report is kept under the input's fingerprint and the suite's digest, so scoring the
+    same input again (a new champion, a rerun) reuses it instead of validating twice.
+    """
     source = ctx.spec.features_source_name
     names = pf.schema_arrow.names
     columns = [c for c in ctx.spec.features_source.columns if c in names]
     expectations = validate.load_expectations(ctx.spec, source)
     chunks = (b.to_pandas() for b in pf.iter_batches(batch_size=ctx.settings.chunk_rows, columns=columns))
     report = validate.validate_chunks(chunks, expectations)
-    report.update(partition=partition, run_id=ctx.run_id)
-    key = lake.report(ctx.name, "serving_validations", f"{partition}-{safe_name(ctx.run_id)}", "json")
+    suite = suite_digest(expectations)
+    report.update(partition=partition, run_id=ctx.run_id, input_fingerprint=fingerprint, suite=suite)
+    key = (evidence_key(ctx.name, partition, fingerprint, suite) if fingerprint is not None
+           else lake.report(ctx.name, "serving_validations", f"{partition}-{safe_name(ctx.run_id)}", "json"))
     uri = ctx.lake.put_bytes(json.dumps(report, indent=2, default=str, sort_keys=True).encode(), key)
     return {"success": report["success"], "rows": report["rows"], "hard_failures": len(report["hard_failures"]),
-            "warnings": len(report["warnings"]), "report_uri": uri, "summary": validate.summarise_failures(report)}
+            "warnings": len(report["warnings"]), "report_uri": uri, "reused": False,
+            "summary": validate.summarise_failures(report)}
+
+
+def serving_validation(ctx: StageContext, pf: pq.ParquetFile, partition: str, fingerprint: str) -> dict[str, Any]:
+    """Validation evidence for this exact input: reused if it exists (and passed), else the GX suite now.
+
+    Reused, in this order: (1) a passed serving validation of the same partition fingerprint
+    under the same suite; (2) the data DAG's: every curated features-source batch of the
+    date passed the suite's hard expectations and the curated file is unchanged since (see
+    :func:`data_dag_evidence`). A changed partition has a new fingerprint: validated again.
+    """
+    expectations = validate.load_expectations(ctx.spec, ctx.spec.features_source_name)
+    suite = suite_digest(expectations)
+    key = evidence_key(ctx.name, partition, fingerprint, suite)
+    if ctx.lake.exists(key):
+        kept = json.loads(ctx.lake.read_bytes(key))
+        if kept.get("success") and kept.get("input_fingerprint") == fingerprint and kept.get("suite") == suite:
+            return {"success": True, "rows": kept.get("rows"), "hard_failures": 0,
+                    "warnings": len(kept.get("warnings", [])), "report_uri": ctx.lake.uri(key), "reused": True,
+                    "reused_from": kept.get("reused_from", "serving"), "summary": ""}
+    evidence = data_dag_evidence(ctx, partition, fingerprint, expectations)
+    if evidence is not None:
+        evidence.update(input_fingerprint=fingerprint, suite=suite, success=True, reused_from="data_dag")
+        uri = ctx.lake.put_bytes(json.dumps(evidence, indent=2, default=str, sort_keys=True).encode(), key)
+        return {"success": True, "rows": evidence["rows"], "hard_failures": 0, "warnings": evidence["warnings_count"],
+                "report_uri": uri, "reused": True, "reused_from": "data_dag", "summary": ""}
+    return validate_partition(ctx, pf, partition, fingerprint)
+
+
+def _hard_rules(expectations: list[dict[str, Any]]) -> set[str]:
+    return {json.dumps([e["type"], {k: v for k, v in e["kwargs"].items() if k != "batch_id"}], sort_keys=True,
+                       default=str)
+            for e in expectations if e.get("severity", "critical") == "critical"}
+
+
+def data_dag_evidence(ctx: StageContext, partition: str, fingerprint: str,
+                      expectations: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The data DAG's validation of the batches this curated partition was built from, if it covers it.
+
+    The data DAG validates each staged delivery of the features source; the curated
+    partition is those rows of the date, deduplicated by key, plus derived columns. The
+    suite's hard expectations are row rules (not null, ranges, sets), the column set and
+    key uniqueness, so they hold on the curated rows when every batch passed them. Reused
+    only if every curated features-source batch of the date passed, with the current spec
+    version, its report evaluated every hard expectation of today's suite, and the curated
+    file was not rewritten after the last of them was curated. Warnings are the batches'.
+    """
+    source = ctx.spec.features_source_name
+    batches = [b for b in warehouse.list_batches(ctx.engine, ctx.name, statuses=("curated",), source=source)
+               if b["batch_date"] == partition]
+    modified = fingerprint.split(":", 1)[1]
+    if not batches or any(not b["validation_success"] or not b["validation_uri"] or not b["curated_at"]
+                          or b["spec_version"] != ctx.spec.fingerprint() for b in batches):
+        return None
+    curated_at = max(utc(b["curated_at"]) for b in batches)
+    if datetime.fromisoformat(modified) > curated_at:
+        return None  # the partition changed after the data DAG curated it
+    wanted, warnings = _hard_rules(expectations), 0
+    for b in batches:
+        key = lake.report(ctx.name, "validations", f"{source}-{b['batch_id'][:16]}", "json")  # as validate_batches
+        if not str(b["validation_uri"]).endswith(key) or not ctx.lake.exists(key):  # a moved lake keeps its keys
+            return None
+        report = json.loads(ctx.lake.read_bytes(key))
+        evaluated = _hard_rules([{**r["expectation_config"], "severity": "critical"}
+                                 for r in report.get("gx_result", {}).get("results", [])])
+        if not report.get("success") or not wanted <= evaluated:
+            return None
+        warnings += len(report.get("warnings", []))
+    return {"reused": True, "partition": partition, "rows": sum(int(b["rows_accepted"] or 0) for b in batches),
+            "warnings_count": warnings, "run_id": ctx.run_id,
+            "batches": [{"batch_id": b["batch_id"], "file_name": b["file_name"], "validation_uri": b["validation_uri"],
+                         "rows_accepted": b["rows_accepted"], "curated_at": str(b["curated_at"])} for b in batches]}
 
 
 def peak_rss_mb() -> float:
@@ -238,7 +329,7 @@ def score_partition(ctx: StageContext, partition: str, version: str | None = Non
         timings: dict[str, float] = {}
         clock = time.perf_counter()
         if total and validate_batch:
-            details["validation"] = validation = validate_partition(ctx, pf, partition)
+            details["validation"] = validation = serving_validation(ctx, pf, partition, fingerprint)
             timings["validate_s"] = time.perf_counter() - clock
             if not validation["success"]:
                 message = (f"partition {partition} of {spec.name!r} failed validation "

@@ -73,20 +73,21 @@ def apply_joins(frame: pd.DataFrame, spec: DatasetSpec, references: dict[str, pd
     return out
 
 
-def add_history_features(frame: pd.DataFrame, history: pd.DataFrame, spec: DatasetSpec, prior: float) -> pd.DataFrame:
-    """Add each spec'd historical target rate per group, using only outcomes known before the row.
+@dataclass(frozen=True)
+class HistoryTable:
+    """One history feature's outcomes, prepared once: running counts per group, ordered by known time."""
 
-    An outcome of an event at time t is known at ``t + label_delay``; a row at time s sees
-    only outcomes with known time strictly before s. Rates are smoothed towards ``prior``.
-    """
-    if not spec.training.history:
-        return frame
+    keys: tuple[str, ...]
+    groups: pd.Index  # the group texts (see _group_key); a group's id is its position
+    right: pd.DataFrame  # _gid, _known_at, _n, _pos sorted by _known_at
+
+
+def history_tables(history: pd.DataFrame, spec: DatasetSpec) -> dict[str, HistoryTable]:
+    """The as-of merge's right side of every history feature (depends only on the history and the spec)."""
     delay = pd.Timedelta(spec.label_delay_timedelta)
     target, ts = spec.target.name, spec.event_time
-    out = frame.copy()
-    out["_order"] = np.arange(len(out))
-    left = out.sort_values(ts, kind="stable")
     labelled = history[history[target].notna()]
+    out = {}
     for h in spec.training.history:
         keys = list(h.by)
         hist = labelled[[*keys, ts, target]].copy()
@@ -95,10 +96,32 @@ def add_history_features(frame: pd.DataFrame, history: pd.DataFrame, spec: Datas
         grouped = hist.groupby(keys, sort=False, dropna=False)[target]
         hist["_n"] = grouped.cumcount() + 1
         hist["_pos"] = grouped.cumsum().astype("float64")
-        hist["_group"] = _group_key(hist, keys)
-        right = hist[["_group", "_known_at", "_n", "_pos"]]
-        probe = left[[ts, "_order"]].assign(_group=_group_key(left, keys))
-        merged = pd.merge_asof(probe, right, left_on=ts, right_on="_known_at", by="_group",
+        gid, groups = pd.factorize(_group_key(hist, keys))
+        hist["_gid"] = gid.astype("int64")
+        out[h.name] = HistoryTable(tuple(keys), pd.Index(groups, dtype=object),
+                                   hist[["_gid", "_known_at", "_n", "_pos"]])
+    return out
+
+
+def add_history_features(frame: pd.DataFrame, history: pd.DataFrame, spec: DatasetSpec, prior: float,
+                         tables: dict[str, HistoryTable] | None = None) -> pd.DataFrame:
+    """Add each spec'd historical target rate per group, using only outcomes known before the row.
+
+    An outcome of an event at time t is known at ``t + label_delay``; a row at time s sees
+    only outcomes with known time strictly before s. Rates are smoothed towards ``prior``.
+    ``tables`` (from :func:`history_tables` of the same history) saves preparing it again.
+    """
+    if not spec.training.history:
+        return frame
+    ts = spec.event_time
+    tables = tables if tables is not None else history_tables(history, spec)
+    out = frame.copy()
+    out["_order"] = np.arange(len(out))
+    left = out.sort_values(ts, kind="stable")
+    for h in spec.training.history:
+        table = tables[h.name]
+        probe = left[[ts, "_order"]].assign(_gid=_group_ids(left, list(table.keys), table.groups))
+        merged = pd.merge_asof(probe, table.right, left_on=ts, right_on="_known_at", by="_gid",
                                allow_exact_matches=False, direction="backward")
         n = merged["_n"].fillna(0).to_numpy(dtype="float64")
         pos = merged["_pos"].fillna(0).to_numpy(dtype="float64")
@@ -106,6 +129,19 @@ def add_history_features(frame: pd.DataFrame, history: pd.DataFrame, spec: Datas
         rates[merged["_order"].to_numpy()] = (pos + h.smoothing * prior) / (n + h.smoothing)
         out[h.name] = rates
     return out.drop(columns="_order")
+
+
+def _group_ids(frame: pd.DataFrame, keys: list[str], groups: pd.Index) -> np.ndarray:
+    """Each row's group id in ``groups`` (-1 if the history never saw it), texts built per distinct key only."""
+    combo = np.zeros(len(frame), dtype="int64")
+    for k in keys:
+        codes, uniques = pd.factorize(frame[k], use_na_sentinel=True)
+        combo = pd.factorize(combo * (len(uniques) + 1) + (codes + 1))[0].astype("int64")  # stays < rows
+    codes, distinct = pd.factorize(combo)
+    first = np.full(len(distinct), -1, dtype="int64")
+    first[codes[::-1]] = np.arange(len(frame) - 1, -1, -1)  # a row of each distinct key combination
+    texts = _group_key(frame.iloc[first], keys)
+    return np.asarray(groups.get_indexer(pd.Index(texts.to_numpy(), dtype=object)), dtype="int64")[codes]
 
 
 def _group_key(frame: pd.DataFrame, keys: list[str]) -> pd.Series:
@@ -143,10 +179,39 @@ def select_features(frame: pd.DataFrame, layout: FeatureLayout) -> pd.DataFrame:
     return out
 
 
+def select_features_categorical(frame: pd.DataFrame, layout: FeatureLayout) -> pd.DataFrame:
+    """:func:`select_features` with each categorical feature as a ``Categorical`` of the same texts.
+
+    The values are those of :func:`select_features` (each distinct value is turned into text
+    by the same conversion, once), so ``pd.util.hash_pandas_object`` gives the same hashes
+    (pandas hashes an object column through its factorised categories) at a fraction of
+    the cost of converting every row.
+    """
+    missing = [c for c in layout.columns if c not in frame.columns]
+    if missing:
+        raise FeatureError(f"feature column(s) {missing} missing from the data; expected {layout.columns}")
+    out = pd.DataFrame(index=frame.index)
+    for c in layout.numeric:
+        out[c] = pd.to_numeric(frame[c], errors="coerce").astype("float64")
+    for c in layout.categorical:
+        out[c] = _as_text_categorical(frame[c])
+    return out
+
+
+def _as_text_categorical(column: pd.Series) -> pd.Categorical:
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    distinct = pd.Series(np.asarray(uniques, dtype=object), dtype=object)
+    text = distinct.astype("object").astype(str).to_numpy(dtype=object)  # select_features' conversion
+    merged, categories = pd.factorize(text)  # two values may give one text (1 and "1")
+    final = np.where(codes >= 0, merged[codes] if len(merged) else -1, -1)
+    return pd.Categorical.from_codes(final, categories=pd.Index(categories, dtype=object))
+
+
 def build_feature_frame(frame: pd.DataFrame, spec: DatasetSpec, references: dict[str, pd.DataFrame],
-                        history: pd.DataFrame, prior: float) -> pd.DataFrame:
+                        history: pd.DataFrame, prior: float,
+                        tables: dict[str, HistoryTable] | None = None) -> pd.DataFrame:
     """Joins and historical rates added to wrangled rows (all columns kept)."""
-    return add_history_features(apply_joins(frame, spec, references), history, spec, prior)
+    return add_history_features(apply_joins(frame, spec, references), history, spec, prior, tables)
 
 
 def _numeric_steps(spec: DatasetSpec, layout: FeatureLayout, scale: bool) -> Any:

@@ -13,7 +13,8 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from flightdeck.training.features import FeatureLayout, select_features
+from flightdeck.training.compiled import compile_pipeline
+from flightdeck.training.features import FeatureLayout, select_features, select_features_categorical
 
 
 class FlightDeckClassifier(mlflow.pyfunc.PythonModel):  # type: ignore[misc, name-defined]
@@ -25,5 +26,19 @@ class FlightDeckClassifier(mlflow.pyfunc.PythonModel):  # type: ignore[misc, nam
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
         layout = FeatureLayout(tuple(self.layout["numeric"]), tuple(self.layout["categorical"]))
+        compiled = self.compiled()
+        if compiled is not None and not compiled.needs_text:  # the same texts, converted once per distinct value
+            return compiled.predict(select_features_categorical(pd.DataFrame(model_input), layout))
         X = select_features(pd.DataFrame(model_input), layout)
+        if compiled is not None:
+            return compiled.predict(X)
         return np.asarray(self.pipeline.predict_proba(X))[:, 1]
+
+    def compiled(self) -> Any:
+        """The Pipeline's compiled fast path (same probabilities), built once; ``None`` if it has none."""
+        if "_compiled" not in self.__dict__:
+            self._compiled = compile_pipeline(self.pipeline)
+        return self._compiled
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_compiled"}
