@@ -257,8 +257,12 @@ def validate_batches(ctx: StageContext) -> ValidateManifest:
     suites = {name: validate.load_expectations(ctx.spec, name) for name in ctx.spec.sources}
     failures, warnings, passed = [], 0, 0
     for batch in _batches_for(ctx, "profiled"):
-        chunks = lake.iter_parquet(ctx.lake, lake.staged(ctx.name, batch["source"], batch["batch_id"]), ctx.workdir,
-                               ctx.settings.chunk_rows, drop=("_batch_id", "_row_number"))
+        staged = lake.staged(ctx.name, batch["source"], batch["batch_id"])
+
+        def chunks(staged: str = staged) -> Iterator[pd.DataFrame]:  # re-readable: GX imports while it streams
+            return lake.iter_parquet(ctx.lake, staged, ctx.workdir, ctx.settings.chunk_rows,
+                                     drop=("_batch_id", "_row_number"))
+
         report = validate.validate_chunks(chunks, suites[batch["source"]])
         report.update(batch_id=batch["batch_id"], file_name=batch["file_name"])
         name = f"{batch['source']}-{batch['batch_id'][:16]}"
