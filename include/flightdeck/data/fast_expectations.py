@@ -142,8 +142,12 @@ def _compound_unique(kwargs: dict[str, Any], chunk: pd.DataFrame) -> MapOutcome:
         raise Unsupported(f"columns {missing} are not in the chunk")
     frame = chunk[columns].reset_index(drop=True)
     kept = ~frame.isna().all(axis=1).to_numpy(dtype=bool)  # ignore_row_if="all_values_are_missing"
+    # equal rows hash equal: only rows whose key hash repeats can be duplicates, and pandas
+    # then decides exactly on those few, as GX does on all rows (duplicated(keep=False))
+    hashes = pd.Series(pd.util.hash_pandas_object(frame, index=False).to_numpy())
+    candidates = kept & hashes.duplicated(keep=False).to_numpy(dtype=bool)
     mask = np.zeros(len(frame), dtype=bool)
-    mask[kept] = frame[kept].duplicated(keep=False).to_numpy(dtype=bool)
+    mask[candidates] = frame[candidates].duplicated(keep=False).to_numpy(dtype=bool)
     unexpected, considered, n = int(mask.sum()), int(kept.sum()), len(frame)
     success = True if n == 0 or considered == 0 else (considered - unexpected) / considered >= kwargs.get("mostly", 1.0)
     idx = np.flatnonzero(mask)[:PARTIAL]

@@ -233,7 +233,9 @@ def profile_batches(ctx: StageContext) -> ProfileManifest:
     done = []
     for batch in _batches_for(ctx, "staged"):
         staged = lake.staged(ctx.name, batch["source"], batch["batch_id"])
-        prof = profile.profile_chunks(lake.iter_parquet(ctx.lake, staged, ctx.workdir, ctx.settings.chunk_rows))
+        # the profile leaves out the lineage columns (_batch_id, _row_number): never decode them
+        prof = profile.profile_chunks(lake.iter_parquet(ctx.lake, staged, ctx.workdir, ctx.settings.chunk_rows,
+                                                        drop=("_batch_id", "_row_number")))
         prof.update(batch_id=batch["batch_id"], file_name=batch["file_name"], source=batch["source"])
         name = f"{batch['source']}-{batch['batch_id'][:16]}"
         uri = lake.put_json(ctx.lake, lake.report(ctx.name, "profiles", name, "json"), prof)

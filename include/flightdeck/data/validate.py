@@ -344,8 +344,10 @@ def _check_first(gx_first: list[dict[str, Any]], mine: dict[int, Any], slots: li
 
 
 def _merge_all(merged: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    for acc, res in zip(merged, results, strict=True):
-        _merge_result(acc, res)
+    """Fold one chunk's GX results into the merged ones, matched by configuration: GX's order
+    of results changes when a chunk breaks an expectation with an exception (missing column)."""
+    for k, res in zip(_slots([_config_key(r["expectation_config"]) for r in results], merged), results, strict=True):
+        _merge_result(merged[k], res)
     return merged
 
 
@@ -367,11 +369,26 @@ def _add_key_hashes(expectations: list[Expectation], gx_idx: list[int], chunk: p
         kwargs = expectations[i]["kwargs"]
         columns = kwargs.get("column_list", [kwargs.get("column")])
         if expectations[i]["type"] in UNIQUENESS and all(c in chunk for c in columns):
-            hashes = np.unique(pd.util.hash_pandas_object(chunk[columns].dropna(), index=False).to_numpy())
+            hashes = _sorted_unique(pd.util.hash_pandas_object(chunk[columns].dropna(), index=False).to_numpy())
             previous = seen_keys.get(j, np.empty(0, np.uint64))
-            cross_dupes[j] = cross_dupes.get(j, 0) + int(np.isin(hashes, previous, assume_unique=True).sum())
-            both = np.sort(np.concatenate([previous, hashes]), kind="stable")
-            seen_keys[j] = both[np.r_[True, both[1:] != both[:-1]]] if both.size else both
+            cross_dupes[j] = cross_dupes.get(j, 0) + int(_in_sorted(hashes, previous).sum())
+            seen_keys[j] = _sorted_unique(np.concatenate([previous, hashes]))
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` by sorting (radix sort for integers): numpy 2's hash-based unique is slower here."""
+    ordered = np.sort(values, kind="stable")
+    out: np.ndarray = ordered[np.r_[True, ordered[1:] != ordered[:-1]]] if ordered.size else ordered
+    return out
+
+
+def _in_sorted(values: np.ndarray, ordered: np.ndarray) -> np.ndarray:
+    """Which ``values`` occur in the sorted array ``ordered`` (binary search, vectorised)."""
+    if ordered.size == 0:
+        return np.zeros(values.size, dtype=bool)
+    pos = np.minimum(np.searchsorted(ordered, values), ordered.size - 1)
+    found: np.ndarray = ordered[pos] == values
+    return found
 
 
 def _finish(expectations: list[Expectation], mean_idx: list[int], gx_idx: list[int], merged: list[dict[str, Any]],
