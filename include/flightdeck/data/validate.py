@@ -26,6 +26,7 @@ import pandas as pd
 
 from flightdeck.core.spec import DatasetSpec
 from flightdeck.data import fast_expectations
+from flightdeck.data.profile import sorted_unique
 
 Expectation = dict[str, Any]
 GxRun = Callable[["pd.DataFrame"], dict[str, Any]]  # validates one chunk with GX, returns its JSON result
@@ -369,17 +370,10 @@ def _add_key_hashes(expectations: list[Expectation], gx_idx: list[int], chunk: p
         kwargs = expectations[i]["kwargs"]
         columns = kwargs.get("column_list", [kwargs.get("column")])
         if expectations[i]["type"] in UNIQUENESS and all(c in chunk for c in columns):
-            hashes = _sorted_unique(pd.util.hash_pandas_object(chunk[columns].dropna(), index=False).to_numpy())
+            hashes = sorted_unique(pd.util.hash_pandas_object(chunk[columns].dropna(), index=False).to_numpy())
             previous = seen_keys.get(j, np.empty(0, np.uint64))
             cross_dupes[j] = cross_dupes.get(j, 0) + int(_in_sorted(hashes, previous).sum())
-            seen_keys[j] = _sorted_unique(np.concatenate([previous, hashes]))
-
-
-def _sorted_unique(values: np.ndarray) -> np.ndarray:
-    """``np.unique`` by sorting (radix sort for integers): numpy 2's hash-based unique is slower here."""
-    ordered = np.sort(values, kind="stable")
-    out: np.ndarray = ordered[np.r_[True, ordered[1:] != ordered[:-1]]] if ordered.size else ordered
-    return out
+            seen_keys[j] = sorted_unique(np.concatenate([previous, hashes]))
 
 
 def _in_sorted(values: np.ndarray, ordered: np.ndarray) -> np.ndarray:
