@@ -114,11 +114,12 @@ def read_parquet(store: Store, key: str, workdir: Path, columns: list[str] | Non
 
 def iter_parquet(store: Store, key: str, workdir: Path, chunk_rows: int,
                  drop: tuple[str, ...] = ()) -> Iterator[pd.DataFrame]:
-    """A Parquet object chunk by chunk, without the ``drop`` columns."""
+    """A Parquet object chunk by chunk, without the ``drop`` columns (never decoded)."""
     with store.local_copy(key, workdir) as path:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
-            frame = batch.to_pandas()
-            yield frame.drop(columns=[c for c in drop if c in frame.columns])
+        pf = pq.ParquetFile(path)
+        columns = [c for c in pf.schema_arrow.names if c not in drop]
+        for batch in pf.iter_batches(batch_size=chunk_rows, columns=columns):
+            yield batch.to_pandas()
 
 
 def write_parquet(store: Store, key: str, frame: pd.DataFrame, workdir: Path) -> str:

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from flightdeck.core.errors import Rejected
@@ -172,12 +173,11 @@ def _read_parquet(path: Path, source: SourceSpec, file_name: str, chunk_rows: in
 
 def pseudonymise(values: pd.Series, key: str) -> pd.Series:
     """Keyed hash (HMAC-SHA256) of each non-missing value: stable, joinable, not reversible."""
-    present = values.dropna()
-    uniques = pd.unique(present)
+    codes, uniques = pd.factorize(values)  # missing values get code -1; each distinct value is hashed once
     secret = key.encode()
-    mapping = {u: "p_" + hmac.new(secret, str(u).encode(), hashlib.sha256).hexdigest()[:24] for u in uniques}
-    out = values.map(mapping)
-    return out.astype("object").where(values.notna(), None)
+    hashed = np.array([*("p_" + hmac.new(secret, str(u).encode(), hashlib.sha256).hexdigest()[:24]
+                         for u in uniques), None], dtype=object)
+    return pd.Series(hashed[codes], index=values.index, name=values.name, dtype="object")
 
 
 @dataclass
@@ -201,8 +201,11 @@ class RowRules:
         """Which key hashes were accepted in earlier chunks (sorted-array lookup, vectorised)."""
         if self.seen_keys.size == 0:
             return np.zeros(hashes.size, dtype=bool)
-        pos = np.minimum(np.searchsorted(self.seen_keys, hashes), self.seen_keys.size - 1)
-        seen: np.ndarray = self.seen_keys[pos] == hashes
+        order = np.argsort(hashes, kind="stable")  # sorted needles walk the haystack in order: cache-friendly
+        needles = hashes[order]
+        pos = np.minimum(np.searchsorted(self.seen_keys, needles), self.seen_keys.size - 1)
+        seen = np.empty(hashes.size, dtype=bool)
+        seen[order] = self.seen_keys[pos] == needles
         return seen
 
     def remember(self, hashes: np.ndarray) -> None:
@@ -237,12 +240,39 @@ def _is_text(raw: pd.Series) -> bool:
     return raw.dtype == object or pd.api.types.is_string_dtype(raw)
 
 
+def _arrow_strings(raw: pd.Series, col: ColumnSpec) -> pa.ChunkedArray | None:
+    """The Arrow strings behind a pandas ``str`` column (pyarrow storage), else ``None``."""
+    if not (isinstance(raw.dtype, pd.StringDtype) and raw.dtype.storage == "pyarrow"):
+        return None
+    if col.allowed is not None and not all(isinstance(v, str) for v in col.allowed):
+        return None
+    strings = pa.chunked_array(pa.array(raw))
+    return strings if pa.types.is_string(strings.type) or pa.types.is_large_string(strings.type) else None
+
+
+def _parse_arrow_text(raw: pd.Series, strings: pa.ChunkedArray, col: ColumnSpec,
+                      na_values: tuple[str, ...]) -> tuple[pd.Series, dict[str, pd.Series]]:
+    """A category or string column read as Arrow strings: checked with Arrow compute, never
+    converted to Python objects. Same masks and values as the object path (missing as NA)."""
+    na = pa.array(list(na_values), type=strings.type)
+    missing_np = pc.or_(pc.is_null(strings), pc.is_in(strings, value_set=na)).to_numpy()
+    missing = pd.Series(missing_np, index=raw.index)
+    masks: dict[str, pd.Series] = {}
+    if col.allowed is not None and col.on_unseen == "quarantine":
+        known = pc.is_in(strings, value_set=pa.array(list(col.allowed), type=strings.type)).to_numpy()
+        masks["unseen_category"] = pd.Series(~missing_np & ~known, index=raw.index)
+    masks["missing_value"] = missing if col.required else pd.Series(False, index=raw.index)
+    return raw.where(~missing), masks
+
+
 def parse_column(raw: pd.Series, col: ColumnSpec, na_values: tuple[str, ...]) -> tuple[pd.Series, dict[str, pd.Series]]:
     """Type one column; return the typed values and boolean masks of broken rules.
 
     Text input (CSV) is parsed; typed input (Parquet) is checked without a detour
     through text, so no value is converted one by one.
     """
+    if col.type in ("category", "string") and (strings := _arrow_strings(raw, col)) is not None:
+        return _parse_arrow_text(raw, strings, col, na_values)
     if _is_text(raw):
         text = raw.astype("object")
         missing = text.isna() | text.isin(na_values)

@@ -68,6 +68,13 @@ DISTINCT_CAP = 200_000
 COUNTS_CAP = 10_000
 
 
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` by sorting (radix sort for integers): numpy 2's hash-based unique is slower on hashes."""
+    ordered = np.sort(values, kind="stable")
+    out: np.ndarray = ordered[np.r_[True, ordered[1:] != ordered[:-1]]] if ordered.size else ordered
+    return out
+
+
 def _merge_sorted_unique(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     both = np.sort(np.concatenate([a, b]), kind="stable")
     return both[np.r_[True, both[1:] != both[:-1]]] if both.size else both
@@ -115,7 +122,7 @@ class ProfileAccumulator:
         st["count"] += len(series)
         st["missing"] += len(series) - len(present)
         if not st["capped"] and len(present):
-            hashed = np.unique(pd.util.hash_pandas_object(present, index=False).to_numpy())
+            hashed = sorted_unique(pd.util.hash_pandas_object(present, index=False).to_numpy())
             st["distinct"] = _merge_sorted_unique(st["distinct"], hashed)
             if st["distinct"].size > DISTINCT_CAP:
                 st["capped"], st["distinct"] = True, np.empty(0, np.uint64)

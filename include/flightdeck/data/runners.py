@@ -233,7 +233,9 @@ def profile_batches(ctx: StageContext) -> ProfileManifest:
     done = []
     for batch in _batches_for(ctx, "staged"):
         staged = lake.staged(ctx.name, batch["source"], batch["batch_id"])
-        prof = profile.profile_chunks(lake.iter_parquet(ctx.lake, staged, ctx.workdir, ctx.settings.chunk_rows))
+        # the profile leaves out the lineage columns (_batch_id, _row_number): never decode them
+        prof = profile.profile_chunks(lake.iter_parquet(ctx.lake, staged, ctx.workdir, ctx.settings.chunk_rows,
+                                                        drop=("_batch_id", "_row_number")))
         prof.update(batch_id=batch["batch_id"], file_name=batch["file_name"], source=batch["source"])
         name = f"{batch['source']}-{batch['batch_id'][:16]}"
         uri = lake.put_json(ctx.lake, lake.report(ctx.name, "profiles", name, "json"), prof)
@@ -257,8 +259,12 @@ def validate_batches(ctx: StageContext) -> ValidateManifest:
     suites = {name: validate.load_expectations(ctx.spec, name) for name in ctx.spec.sources}
     failures, warnings, passed = [], 0, 0
     for batch in _batches_for(ctx, "profiled"):
-        chunks = lake.iter_parquet(ctx.lake, lake.staged(ctx.name, batch["source"], batch["batch_id"]), ctx.workdir,
-                               ctx.settings.chunk_rows, drop=("_batch_id", "_row_number"))
+        staged = lake.staged(ctx.name, batch["source"], batch["batch_id"])
+
+        def chunks(staged: str = staged) -> Iterator[pd.DataFrame]:  # re-readable: GX imports while it streams
+            return lake.iter_parquet(ctx.lake, staged, ctx.workdir, ctx.settings.chunk_rows,
+                                     drop=("_batch_id", "_row_number"))
+
         report = validate.validate_chunks(chunks, suites[batch["source"]])
         report.update(batch_id=batch["batch_id"], file_name=batch["file_name"])
         name = f"{batch['source']}-{batch['batch_id'][:16]}"

@@ -16,6 +16,8 @@ from __future__ import annotations
 import html
 import json
 import logging
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +25,11 @@ import numpy as np
 import pandas as pd
 
 from flightdeck.core.spec import DatasetSpec
+from flightdeck.data import fast_expectations
+from flightdeck.data.profile import sorted_unique
 
 Expectation = dict[str, Any]
+GxRun = Callable[["pd.DataFrame"], dict[str, Any]]  # validates one chunk with GX, returns its JSON result
 UNIQUENESS = ("expect_compound_columns_to_be_unique", "expect_column_values_to_be_unique")
 MEAN = "expect_column_mean_to_be_between"
 log = logging.getLogger(__name__)
@@ -140,7 +145,8 @@ def validate_frame(frame: pd.DataFrame, expectations: list[Expectation]) -> dict
     return validate_chunks([frame], expectations)
 
 
-def _gx_validator(expectations: list[Expectation]) -> Any:
+def _gx_validator(expectations: list[Expectation]) -> GxRun:
+    """One GX context, suite and batch definition, built once and reused for every chunk."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -157,52 +163,234 @@ def _gx_validator(expectations: list[Expectation]) -> Any:
     return run
 
 
-def validate_chunks(chunks: Any, expectations: list[Expectation]) -> dict[str, Any]:
+class _BackgroundValidator:
+    """Imports GX and builds the validator in a thread, overlapping the ~3 s import with I/O."""
+
+    def __init__(self, expectations: list[Expectation]) -> None:
+        self._run: GxRun | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._build, args=(expectations,), daemon=True)
+        self._thread.start()
+
+    def _build(self, expectations: list[Expectation]) -> None:
+        try:
+            self._run = _gx_validator(expectations)
+        except BaseException as exc:  # re-raised in the caller's thread
+            self._error = exc
+
+    def __call__(self, chunk: pd.DataFrame) -> dict[str, Any]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._run is not None
+        return self._run(chunk)
+
+
+Chunks = Iterable[pd.DataFrame] | Callable[[], Iterable[pd.DataFrame]]
+
+
+class _Disagreement(Exception):
+    """FlightDeck's vectorised result differs from GX's on the chunk GX checked."""
+
+
+def validate_chunks(chunks: Chunks, expectations: list[Expectation], engine: str = "vectorised") -> dict[str, Any]:
     """Validate a batch chunk by chunk and merge the results, so memory stays bounded.
 
     Row-level (map) expectations are merged exactly: unexpected and element counts add up
     and ``mostly`` is judged on the totals. Column means are merged weighted by their
     non-missing counts. Compound-key uniqueness is also checked across chunks (key hashes).
     Other table-level expectations must hold in every chunk.
+
+    Args:
+        chunks: the batch's data frames, or a function that opens them (then GX's import
+            overlaps with reading, and a disagreement re-reads the batch for GX).
+        expectations: the suite (see :func:`load_expectations`).
+        engine: ``"gx"`` has GX validate every chunk. ``"vectorised"`` (the default) has GX
+            validate the first chunk with the whole suite and FlightDeck the other chunks
+            for the expectations of :mod:`flightdeck.data.fast_expectations`, producing
+            GX's own result format; if FlightDeck's result on the first chunk differs from
+            GX's in anything, the batch is validated by GX alone.
     """
+    if engine not in ("gx", "vectorised"):
+        raise ValueError(f"engine: expected 'gx' or 'vectorised', got {engine!r}")
+    if engine == "vectorised" and callable(chunks):
+        try:
+            return _validate(chunks, expectations, vectorised=True)
+        except _Disagreement as exc:  # found after the whole batch was read: read it again for GX
+            log.warning("vectorised validation disagrees with GX (%s); validating with GX alone", exc)
+            return _validate(chunks, expectations, vectorised=False)
+    return _validate(chunks, expectations, vectorised=engine == "vectorised")
+
+
+def _validate(chunks: Chunks, expectations: list[Expectation], vectorised: bool) -> dict[str, Any]:
     # Column means are computed here, merged across chunks by weight, instead of by GX:
     # GX 1.x scans every value of the column in Python (a Decimal check) for each mean.
     mean_idx = [i for i, e in enumerate(expectations) if e["type"] == MEAN]
     gx_idx = [i for i in range(len(expectations)) if i not in mean_idx]
-    run = _gx_validator([expectations[i] for i in gx_idx])
-    merged: list[dict[str, Any]] | None = None
+    gx_exps = [expectations[i] for i in gx_idx]
+    fast = [j for j, e in enumerate(gx_exps) if vectorised and fast_expectations.supports(e)]
+    slow = [j for j in range(len(gx_exps)) if j not in fast]
+    deferred = callable(chunks)  # GX imports in the background; the first chunk is checked at the end
+    full: GxRun = (
+        _BackgroundValidator(gx_exps) if deferred else _gx_validator(gx_exps))
+    rest = _gx_validator([gx_exps[j] for j in slow]) if fast and slow else None
+    merged: list[dict[str, Any]] | None = None  # GX's results, merged over the chunks so far
+    later: list[_ChunkResults] = []  # results of the chunks after the first, when vectorised
+    first: tuple[pd.DataFrame, dict[int, fast_expectations.Outcome]] | None = None
     sums: dict[int, list[float]] = {i: [0.0, 0.0] for i in mean_idx}  # sum, count of non-missing values
     seen_keys: dict[int, np.ndarray] = {}
     cross_dupes: dict[int, int] = {}
+    slots: list[int] = []
     rows = 0
-    for chunk in chunks:
+    for n, chunk in enumerate(chunks() if callable(chunks) else chunks):
         rows += len(chunk)
-        result = run(chunk)
-        if merged is None:
-            merged = result["results"]
+        if fast and n == 0 and deferred:
+            first = (chunk, _vectorised(gx_exps, fast, chunk))
+        elif fast and n == 0:
+            merged = full(chunk)["results"]
+            slots = _suite_slots(gx_exps, merged)
+            try:
+                _check_first(merged, _vectorised(gx_exps, fast, chunk), slots)
+            except _Disagreement as exc:
+                log.warning("vectorised validation disagrees with GX (%s); validating with GX alone", exc)
+                fast, rest = [], None
+        elif fast:
+            later.append(_chunk_results(gx_exps, fast, slow, rest, full, chunk, deferred))
         else:
-            for acc, res in zip(merged, result["results"], strict=True):
-                _merge_result(acc, res)
-        for i in mean_idx:
-            column = expectations[i]["kwargs"]["column"]
-            if column in chunk:
-                values = pd.to_numeric(chunk[column], errors="coerce").to_numpy(dtype="float64")
-                values = values[np.isfinite(values)]
-                sums[i][0] += float(values.sum())
-                sums[i][1] += values.size
-        for j, i in enumerate(gx_idx):
-            kwargs = expectations[i]["kwargs"]
-            columns = kwargs.get("column_list", [kwargs.get("column")])
-            if expectations[i]["type"] in UNIQUENESS and all(c in chunk for c in columns):
-                hashes = np.unique(pd.util.hash_pandas_object(chunk[columns].dropna(), index=False).to_numpy())
-                previous = seen_keys.get(j, np.empty(0, np.uint64))
-                cross_dupes[j] = cross_dupes.get(j, 0) + int(np.isin(hashes, previous, assume_unique=True).sum())
-                both = np.sort(np.concatenate([previous, hashes]), kind="stable")
-                seen_keys[j] = both[np.r_[True, both[1:] != both[:-1]]] if both.size else both
+            result = full(chunk)["results"]
+            merged = result if merged is None else _merge_all(merged, result)
+        _add_means(expectations, mean_idx, chunk, sums)
+        _add_key_hashes(expectations, gx_idx, chunk, seen_keys, cross_dupes)
+    if first is not None:
+        merged = full(first[0])["results"]
+        slots = _suite_slots(gx_exps, merged)
+        _check_first(merged, first[1], slots)
     if merged is None:
-        merged = run(pd.DataFrame(columns=[]))["results"]
-    for j, res in enumerate(merged):
+        merged = full(pd.DataFrame(columns=[]))["results"]
+    slots = slots or _suite_slots(gx_exps, merged)
+    for part in later:
+        _merge_chunk(merged, part, slots)
+    return _finish(expectations, mean_idx, gx_idx, merged, slots, sums, cross_dupes, rows)
+
+
+_ChunkResults = tuple[dict[int, "fast_expectations.Outcome"], list[dict[str, Any]]]
+
+
+def _chunk_results(gx_exps: list[Expectation], fast: list[int], slow: list[int],
+                   rest: GxRun | None, full: GxRun,
+                   chunk: pd.DataFrame, deferred: bool) -> _ChunkResults:
+    """One later chunk: FlightDeck's outcomes for ``fast``, GX's results for ``slow``.
+
+    A chunk FlightDeck cannot evaluate (a column missing, an unexpected type) is
+    validated by GX whole; after a deferred check that is a disagreement (read again).
+    """
+    try:
+        mine = _vectorised(gx_exps, fast, chunk)
+    except _Disagreement:
+        if deferred:
+            raise
+        return {}, full(chunk)["results"]
+    return mine, (rest(chunk)["results"] if rest is not None else [])
+
+
+def _merge_chunk(merged: list[dict[str, Any]], part: _ChunkResults, slots: list[int]) -> None:
+    """Fold one later chunk's results into the merged ones (vectorised outcomes in GX's format).
+
+    GX orders its results by domain, not as the suite lists them: ``slots`` maps a suite
+    position to GX's; GX's own results are placed by their configuration.
+    """
+    mine, theirs = part
+    for j, outcome in mine.items():
+        acc = merged[slots[j]]
+        _merge_result(acc, {**fast_expectations.gx_result(outcome), "expectation_config": acc["expectation_config"]})
+    for k, res in zip(_slots([_config_key(r["expectation_config"]) for r in theirs], merged), theirs, strict=True):
+        _merge_result(merged[k], res)
+
+
+def _config_key(config: dict[str, Any]) -> str:
+    kwargs = {k: v for k, v in config["kwargs"].items() if k != "batch_id"}
+    return json.dumps([config["type"], kwargs], sort_keys=True, default=str)
+
+
+def _slots(keys: list[str], results: list[dict[str, Any]]) -> list[int]:
+    """For each configuration key, the position of its result (identical ones in turn)."""
+    free: dict[str, list[int]] = {}
+    for pos, res in enumerate(results):
+        free.setdefault(_config_key(res["expectation_config"]), []).append(pos)
+    return [free[key].pop(0) for key in keys]
+
+
+def _suite_slots(gx_exps: list[Expectation], results: list[dict[str, Any]]) -> list[int]:
+    """Where GX put each suite expectation's result (keys normalised by GX itself)."""
+    suite = _to_gx(gx_exps)
+    return _slots([_config_key(e.configuration.to_json_dict()) for e in suite.expectations], results)
+
+
+def _vectorised(gx_exps: list[Expectation], fast: list[int], chunk: pd.DataFrame) -> dict[int, Any]:
+    try:
+        return {j: fast_expectations.evaluate(gx_exps[j], chunk) for j in fast}
+    except fast_expectations.Unsupported as exc:
+        raise _Disagreement(str(exc)) from None
+
+
+def _check_first(gx_first: list[dict[str, Any]], mine: dict[int, Any], slots: list[int]) -> None:
+    """Raise :class:`_Disagreement` unless FlightDeck's results on the first chunk are GX's."""
+    for j, outcome in mine.items():
+        ours, theirs = fast_expectations.gx_result(outcome), gx_first[slots[j]]
+        if (ours["success"], ours["result"]) != (theirs["success"], theirs.get("result")) \
+                or theirs.get("exception_info", {}).get("raised_exception"):
+            cfg = theirs["expectation_config"]
+            raise _Disagreement(f"{cfg['type']} {cfg['kwargs']}: GX {theirs.get('result')}, "
+                                f"FlightDeck {ours['result']}")
+
+
+def _merge_all(merged: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fold one chunk's GX results into the merged ones, matched by configuration: GX's order
+    of results changes when a chunk breaks an expectation with an exception (missing column)."""
+    for k, res in zip(_slots([_config_key(r["expectation_config"]) for r in results], merged), results, strict=True):
+        _merge_result(merged[k], res)
+    return merged
+
+
+def _add_means(expectations: list[Expectation], mean_idx: list[int], chunk: pd.DataFrame,
+               sums: dict[int, list[float]]) -> None:
+    for i in mean_idx:
+        column = expectations[i]["kwargs"]["column"]
+        if column in chunk:
+            values = pd.to_numeric(chunk[column], errors="coerce").to_numpy(dtype="float64")
+            values = values[np.isfinite(values)]
+            sums[i][0] += float(values.sum())
+            sums[i][1] += values.size
+
+
+def _add_key_hashes(expectations: list[Expectation], gx_idx: list[int], chunk: pd.DataFrame,
+                    seen_keys: dict[int, np.ndarray], cross_dupes: dict[int, int]) -> None:
+    """Count keys of this chunk already seen in earlier chunks (uniqueness across chunks)."""
+    for j, i in enumerate(gx_idx):
+        kwargs = expectations[i]["kwargs"]
+        columns = kwargs.get("column_list", [kwargs.get("column")])
+        if expectations[i]["type"] in UNIQUENESS and all(c in chunk for c in columns):
+            hashes = sorted_unique(pd.util.hash_pandas_object(chunk[columns].dropna(), index=False).to_numpy())
+            previous = seen_keys.get(j, np.empty(0, np.uint64))
+            cross_dupes[j] = cross_dupes.get(j, 0) + int(_in_sorted(hashes, previous).sum())
+            seen_keys[j] = sorted_unique(np.concatenate([previous, hashes]))
+
+
+def _in_sorted(values: np.ndarray, ordered: np.ndarray) -> np.ndarray:
+    """Which ``values`` occur in the sorted array ``ordered`` (binary search, vectorised)."""
+    if ordered.size == 0:
+        return np.zeros(values.size, dtype=bool)
+    pos = np.minimum(np.searchsorted(ordered, values), ordered.size - 1)
+    found: np.ndarray = ordered[pos] == values
+    return found
+
+
+def _finish(expectations: list[Expectation], mean_idx: list[int], gx_idx: list[int], merged: list[dict[str, Any]],
+            slots: list[int], sums: dict[int, list[float]], cross_dupes: dict[int, int], rows: int) -> dict[str, Any]:
+    """The report: cross-chunk duplicates on their expectation's result, the means, GX's order kept."""
+    for j in range(len(gx_idx)):
         if cross_dupes.get(j):
+            res = merged[slots[j]]  # j counts suite positions; GX orders its results by domain
             info = res.setdefault("result", {})
             info["unexpected_count"] = (info.get("unexpected_count") or 0) + cross_dupes[j]
             info["cross_chunk_duplicates"] = cross_dupes[j]

@@ -62,3 +62,14 @@ def test_profile_of_chunks_matches_profile_of_whole_frame():
                 assert a[key] == pytest.approx(b[key], rel=1e-9)
     assert chunked["correlations"]["x"]["y"] == pytest.approx(whole["correlations"]["x"]["y"], abs=1e-6)
     assert chunked["label_correlations"]["x"] == pytest.approx(frame["x"].corr(frame["label"]), abs=1e-6)
+
+
+def test_sorted_unique_is_numpy_unique_on_key_hashes():
+    """The sort-based distinct count gives np.unique's sorted distinct values, repeats included."""
+    import numpy as np
+    from flightdeck.data.profile import sorted_unique
+
+    hashes = np.random.default_rng(0).integers(0, 2**63, 50_000, dtype=np.uint64)
+    hashes = np.concatenate([hashes, hashes[:700], np.empty(0, np.uint64)])
+    assert np.array_equal(sorted_unique(hashes), np.unique(hashes))
+    assert sorted_unique(np.empty(0, np.uint64)).size == 0
