@@ -14,7 +14,7 @@ Per size (default 100k and 1M rows), best of ``--repeat`` runs of:
 * ``pipeline``: the fitted Pipeline's ``predict_proba`` on the typed model input;
 * ``onnxruntime``: the same feature frame typed by ``select_features``, its input arrays built and
   :func:`~flightdeck.training.packaging.predict_onnx` run (what the pyfunc does, in ONNX), and
-  ``session.run`` alone on ready arrays.
+  ``session.run`` alone on ready arrays (on the spec's threads, and on one thread).
 
 Then single-row latency (p50/p99 over ``--single`` calls) and the parity on every row scored.
 Usage: ``python benchmarks/bench_onnx.py [--rows 100000 1000000] [--repeat 3] [--single 300]``.
@@ -123,6 +123,7 @@ def main() -> None:
     export_s = time.perf_counter() - started
     assert isinstance(model, bytes), model
     session = packaging.session_for(model, threads)
+    single_thread = packaging.session_for(model, 1)
     with tempfile.TemporaryDirectory() as tmp:
         mlflow.pyfunc.save_model(str(Path(tmp) / "model"), python_model=FlightDeckClassifier(pipeline,
                                                                                              layout.to_dict()))
@@ -145,6 +146,8 @@ def main() -> None:
                 session, features.select_features(frame, layout), layout)),
             "onnxruntime session.run only": best_of(args.repeat, lambda feed=feed: np.asarray(
                 session.run([packaging.PROBABILITIES], feed)[0], dtype=float)[:, 1]),
+            "onnxruntime session.run only, 1 thread": best_of(args.repeat, lambda feed=feed: np.asarray(
+                single_thread.run([packaging.PROBABILITIES], feed)[0], dtype=float)[:, 1]),
         }
         for path, (seconds, scores) in results.items():
             diff = float(np.max(np.abs(np.asarray(scores, dtype=float) - ref)))

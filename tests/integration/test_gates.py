@@ -382,19 +382,24 @@ def _onnx_row(env: dict[str, Any], run_id: str) -> dict[str, Any]:
 
 
 def test_the_gate_dag_records_the_champions_onnx_export_or_why_it_does_not_convert(env, first_champion):
+    from flightdeck.training import packaging
+
     run_id = first_champion["run"].run_id
     mv = registry_client(env).get_model_version(env["spec"].registered_model_name, first_champion["version"])
+    pipeline, _ = _champion_pipeline(env)
+    members = [packaging.model_family(m) for m in getattr(pipeline, "members", [pipeline])]
+    converts = all(f in packaging.CONVERTIBLE for f in members)
     row = _onnx_row(env, run_id)
     assert not row["hard"]  # reported, never blocking
-    status = mv.tags["flightdeck.onnx"]
-    if mv.tags["flightdeck.chosen"] == "ensemble":
-        assert status == "unsupported" and "soft-voting" in mv.tags["flightdeck.onnx_detail"]
+    assert mv.tags["flightdeck.onnx"] == ("passed" if converts else "unsupported"), mv.tags["flightdeck.onnx_detail"]
+    if converts:
+        assert float(mv.tags["flightdeck.onnx_max_abs_diff"]) <= 1e-5 and row["passed"]
     else:
-        assert mv.tags["flightdeck.chosen"] == "lightgbm" and status == "passed"
-        assert float(mv.tags["flightdeck.onnx_max_abs_diff"]) <= 1e-5
+        refused = next(f for f in members if f not in packaging.CONVERTIBLE)
+        assert refused in mv.tags["flightdeck.onnx_detail"] and not row["passed"]
     report = json.loads(Path(mv.tags["flightdeck.gate.report"].replace(".html", ".json")).read_text())
     gate = {g["gate"]: g for g in report["gates"]}["onnx_parity"]
-    assert gate["hard"] is False and gate["figures"]["status"] == status
+    assert gate["hard"] is False and gate["figures"]["status"] == mv.tags["flightdeck.onnx"]
 
 
 def test_a_lightgbm_version_gets_its_onnx_artifact_and_a_failing_export_does_not_refuse_it(env, first_champion):

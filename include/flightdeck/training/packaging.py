@@ -3,16 +3,18 @@
 :func:`export_onnx` turns the WHOLE fitted Pipeline into one ONNX graph: the numeric steps
 (``log1p`` of the spec'd columns, clipped at 0, then median imputation), the ordinal
 encoding of the text categories (unknown and missing -> -1, as the OrdinalEncoder does) and
-the trees. The preprocessing nodes are written here from the fitted steps' learned values
-(medians, categories): skl2onnx has no converter for our ``_log1p_columns`` FunctionTransformer.
+the trees, all from the fitted steps' learned values (medians, categories, splits, leaves).
 
-LightGBM is written here too, from ``booster.dump_model()``, as ONNX's ``TreeEnsemble``
-(ai.onnx.ml opset 5): float64 thresholds and leaf values, and each categorical split as one
-set-membership node. onnxmltools' converter (1.16) emits the older TreeEnsembleClassifier:
-float32 thresholds and sums (parity ~2.5e-7 instead of ~2e-16) and every categorical set
-unrolled into a chain of equality nodes (13x more nodes per categorical split here), which
-ran about twice as slow. A random forest goes through skl2onnx's converter (float32
-comparisons, as scikit-learn's trees make them).
+The trees are written as ONNX's ``TreeEnsemble`` (ai.onnx.ml opset 5): float64 thresholds and
+leaf values, and each LightGBM categorical split as one set-membership node. LightGBM comes
+from ``booster.dump_model()`` (sigmoid of the summed margins); a random forest from its trees'
+arrays (the mean of the trees' positive-class shares, inputs rounded to float32 first, as
+scikit-learn compares them); a soft-voting ensemble of such members is the mean of their
+graphs. Why not the stock converters: skl2onnx has no converter for our ``_log1p_columns``
+FunctionTransformer, and onnxmltools' LightGBM converter (1.16) emits the older
+TreeEnsembleClassifier, with float32 thresholds and sums (parity ~2.5e-7 here instead of
+~2e-16) and every categorical set unrolled into a chain of equality nodes (13x the nodes per
+categorical split on the flights model), which ran about half as fast.
 
 A family that does not convert gets an :class:`Unsupported` with the reason, never an
 exception. :func:`measure_parity` scores rows with onnxruntime and compares them with the
@@ -35,7 +37,6 @@ import pandas as pd
 from flightdeck.training.features import FeatureLayout, select_features
 
 MISSING_CATEGORY = "__flightdeck_missing__"
-SKLEARN_OPSET = {"": 15, "ai.onnx.ml": 3}
 PROBABILITIES = "probabilities"
 
 
@@ -70,15 +71,19 @@ def model_family(pipeline: Any) -> str:
 
 
 UNSUPPORTED_REASONS = {
-    "dummy": "DummyClassifier: skl2onnx has no converter for it, and a constant prior has nothing to "
-             "run faster",
+    "dummy": "DummyClassifier: a constant prior, nothing to run faster; no graph is written for it",
     "logistic": "LogisticRegression behind a one-hot encoder that groups infrequent categories "
-                "(min_frequency/max_categories, handle_unknown='infrequent_if_exist') and a StandardScaler: "
-                "the graph written here covers the ordinal-encoded tree pipelines only, and skl2onnx cannot "
-                "convert the Pipeline whole (no converter for the _log1p_columns FunctionTransformer)",
-    "ensemble": "a soft-voting ensemble averages its members' probabilities in Python (SoftVotingEnsemble); "
-                "no graph is written for the average, and a logistic member would not convert anyway",
+                "(min_frequency/max_categories, handle_unknown='infrequent_if_exist') into a sparse matrix "
+                "and a StandardScaler: the graph written here covers the ordinal-encoded tree pipelines only",
 }
+
+
+def _unsupported_reason(family: str, families: list[str], refused: list[str]) -> str:
+    if family != "ensemble":
+        return UNSUPPORTED_REASONS.get(family, f"no ONNX graph is written for {family}")
+    why = "; ".join(f"{f}: {UNSUPPORTED_REASONS.get(f, 'no ONNX graph is written for it')}"
+                    for f in dict.fromkeys(refused))
+    return f"a soft-voting ensemble of {' + '.join(families)} converts only when every member does ({why})"
 
 
 def export_onnx(pipeline: Any, layout: FeatureLayout, sample: pd.DataFrame | None = None) -> bytes | Unsupported:
@@ -90,13 +95,14 @@ def export_onnx(pipeline: Any, layout: FeatureLayout, sample: pd.DataFrame | Non
         sample: rows of the feature frame; when given, the graph is checked to run on them.
     """
     family = model_family(pipeline)
-    if family not in ("lightgbm", "random_forest"):
-        return Unsupported(family, UNSUPPORTED_REASONS.get(family, f"no ONNX converter for {family}"))
+    members = list(pipeline.members) if family == "ensemble" else [pipeline]
+    refused = [f for f in map(model_family, members) if f not in CONVERTIBLE]
+    if refused:
+        return Unsupported(family, _unsupported_reason(family, [model_family(m) for m in members], refused))
     import onnx
 
-    pre = _preprocessing_nodes(pipeline, layout)
-    trees = _tree_graph(pipeline.named_steps["model"], len(layout.columns), pre.output)
-    model = _join(pre, trees, layout)
+    graph = _ensemble_graph(members, layout) if family == "ensemble" else _member_graph(pipeline, layout)
+    model = _join(graph, layout)
     onnx.checker.check_model(model)
     data = model.SerializeToString()
     if sample is not None and len(sample):
@@ -176,13 +182,14 @@ def _preprocessing_nodes(pipeline: Any, layout: FeatureLayout) -> _Graph:
 
 
 # ---------------------------------------------------------------- the trees
-LIGHTGBM_OPSET = {"": 21, "ai.onnx.ml": 5}  # TreeEnsemble: float64 splits and leaves, set membership
+OPSET = {"": 21, "ai.onnx.ml": 5}  # TreeEnsemble: float64 splits and leaves, set membership
 MODE_LEQ, MODE_MEMBER = 0, 6  # TreeEnsemble's nodes_modes
+CONVERTIBLE = ("lightgbm", "random_forest")
 
 
 @dataclass
 class _Trees:
-    """LightGBM's trees in the arrays of ONNX's TreeEnsemble (ai.onnx.ml opset 5)."""
+    """Trees in the arrays of ONNX's TreeEnsemble (ai.onnx.ml opset 5), one output: the positive class."""
 
     features: list[int] = field(default_factory=list)
     splits: list[float] = field(default_factory=list)
@@ -196,16 +203,7 @@ class _Trees:
     roots: list[int] = field(default_factory=list)
     leaves: list[float] = field(default_factory=list)
 
-    def add_tree(self, root: dict[str, Any]) -> None:
-        if "split_index" in root:
-            self.roots.append(self._split(root))
-            return
-        # a single-leaf tree: one split whose both sides are that leaf
-        leaf = self._leaf(root)
-        self.roots.append(self._node(0, 0.0, MODE_LEQ, 0))
-        self._link(self.roots[-1], (leaf, 1), (leaf, 1))
-
-    def _node(self, feature: int, split: float, mode: int, missing_true: int) -> int:
+    def node(self, feature: int, split: float, mode: int, missing_true: int) -> int:
         self.features.append(feature)
         self.splits.append(split)
         self.modes.append(mode)
@@ -214,38 +212,56 @@ class _Trees:
             side.append(0)
         return len(self.features) - 1
 
-    def _link(self, i: int, true: tuple[int, int], false: tuple[int, int]) -> None:
+    def link(self, i: int, true: tuple[int, int], false: tuple[int, int]) -> None:
+        """Point node ``i``'s sides at (index, is_leaf) pairs."""
         self.true_ids[i], self.true_leafs[i] = true
         self.false_ids[i], self.false_leafs[i] = false
 
-    def _leaf(self, node: dict[str, Any]) -> int:
-        self.leaves.append(float(node["leaf_value"]))
-        return len(self.leaves) - 1
+    def leaf(self, weight: float) -> tuple[int, int]:
+        self.leaves.append(weight)
+        return len(self.leaves) - 1, 1
 
-    def _child(self, node: dict[str, Any]) -> tuple[int, int]:
-        return (self._split(node), 0) if "split_index" in node else (self._leaf(node), 1)
+    def add_root(self, root: tuple[int, int]) -> None:
+        """A tree's root; a single-leaf tree becomes one split whose both sides are that leaf."""
+        if root[1]:
+            i = self.node(0, 0.0, MODE_LEQ, 0)
+            self.link(i, root, root)
+            root = (i, 0)
+        self.roots.append(root[0])
 
-    def _split(self, node: dict[str, Any]) -> int:
-        """One LightGBM split; left is taken when the decision holds (as in LightGBM)."""
+    # LightGBM (from booster.dump_model()): left is taken when the decision holds
+    def add_lightgbm(self, node: dict[str, Any]) -> tuple[int, int]:
+        if "split_index" not in node:
+            return self.leaf(float(node["leaf_value"]))
         if node["decision_type"] == "==":
             # category codes in the set go left; -1 (unknown/missing) is in no set and goes right
             self.members += [float(c) for c in str(node["threshold"]).split("||")] + [float("nan")]
-            i = self._node(int(node["split_feature"]), 0.0, MODE_MEMBER, 0)
+            i = self.node(int(node["split_feature"]), 0.0, MODE_MEMBER, 0)
         elif node["decision_type"] == "<=":
             if node["missing_type"] == "Zero":
                 raise ValueError("LightGBM zero-as-missing splits are not reproduced in ONNX")
             tracks = int(bool(node["default_left"]) and node["missing_type"] == "NaN")
-            i = self._node(int(node["split_feature"]), float(node["threshold"]), MODE_LEQ, tracks)
+            i = self.node(int(node["split_feature"]), float(node["threshold"]), MODE_LEQ, tracks)
         else:
             raise ValueError(f"LightGBM decision type {node['decision_type']!r} has no ONNX equivalent here")
-        self._link(i, self._child(node["left_child"]), self._child(node["right_child"]))
-        return i
+        self.link(i, self.add_lightgbm(node["left_child"]), self.add_lightgbm(node["right_child"]))
+        return i, 0
+
+    # scikit-learn (tree_ arrays): x <= threshold goes left; a leaf gives its share of the positive class
+    def add_sklearn(self, tree: Any, i: int, scale: float) -> tuple[int, int]:
+        if tree.children_left[i] == -1:
+            counts = tree.value[i, 0]
+            return self.leaf(float(counts[1] / counts.sum()) * scale)
+        missing_left = getattr(tree, "missing_go_to_left", None)
+        j = self.node(int(tree.feature[i]), float(tree.threshold[i]), MODE_LEQ,
+                      int(missing_left[i]) if missing_left is not None else 0)
+        self.link(j, self.add_sklearn(tree, tree.children_left[i], scale),
+                  self.add_sklearn(tree, tree.children_right[i], scale))
+        return j, 0
 
 
-def _lightgbm_graph(booster: Any, source: str) -> _Graph:
-    """A binary LightGBM booster as TreeEnsemble (float64 margin) + sigmoid -> ``probabilities``."""
-    from onnx import helper, numpy_helper
-
+def _lightgbm_trees(booster: Any) -> tuple[_Trees, float]:
+    """A binary LightGBM booster's trees (margins) and its sigmoid scale."""
     dump = booster.dump_model()
     objective = str(dump.get("objective", ""))
     if not objective.startswith("binary") or dump.get("average_output") or dump.get("num_class", 1) != 1:
@@ -254,60 +270,92 @@ def _lightgbm_graph(booster: Any, source: str) -> _Graph:
     for tree in dump["tree_info"]:
         if tree.get("is_linear"):
             raise ValueError("linear LightGBM trees have no ONNX equivalent here")
-        trees.add_tree(tree["tree_structure"])
-    scale = float(objective.split("sigmoid:")[1].split()[0]) if "sigmoid:" in objective else 1.0
+        trees.add_root(trees.add_lightgbm(tree["tree_structure"]))
+    return trees, float(objective.split("sigmoid:")[1].split()[0]) if "sigmoid:" in objective else 1.0
+
+
+def _forest_trees(forest: Any) -> _Trees:
+    """A random forest's trees: the mean of the trees' positive-class shares, as a sum of leaf weights."""
+    if list(forest.classes_) != [0, 1] or forest.n_outputs_ != 1:
+        raise ValueError(f"only binary 0/1 random forests convert, not classes {list(forest.classes_)}")
+    trees = _Trees()
+    for estimator in forest.estimators_:
+        trees.add_root(trees.add_sklearn(estimator.tree_, 0, 1.0 / len(forest.estimators_)))
+    return trees
+
+
+def _tree_graph(estimator: Any, source: str) -> _Graph:
+    """TreeEnsemble + the link (sigmoid for LightGBM; none for a forest) -> ``probabilities`` [N, 2]."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes: list[Any] = []
+    if type(estimator).__name__ == "LGBMClassifier":
+        trees, scale = _lightgbm_trees(estimator.booster_)
+    else:
+        # scikit-learn's trees compare float32 inputs against float64 thresholds: round the same way
+        trees, scale = _forest_trees(estimator), 0.0
+        nodes += [helper.make_node("Cast", [source], ["fd_features_float"], to=TensorProto.FLOAT),
+                  helper.make_node("Cast", ["fd_features_float"], ["fd_features_rounded"], to=TensorProto.DOUBLE)]
+        source = "fd_features_rounded"
     tensors: dict[str, np.ndarray] = {"nodes_modes": np.array(trees.modes, dtype=np.uint8),
-               "nodes_splits": np.array(trees.splits, dtype=np.float64),
-               "leaf_weights": np.array(trees.leaves, dtype=np.float64)}
+                                      "nodes_splits": np.array(trees.splits, dtype=np.float64),
+                                      "leaf_weights": np.array(trees.leaves, dtype=np.float64)}
     if trees.members:
         tensors["membership_values"] = np.array(trees.members, dtype=np.float64)
-    ensemble = helper.make_node(
-        "TreeEnsemble", [source], ["fd_margin"], domain="ai.onnx.ml", n_targets=1, aggregate_function=1,
+    nodes.append(helper.make_node(
+        "TreeEnsemble", [source], ["fd_score"], domain="ai.onnx.ml", n_targets=1, aggregate_function=1,
         post_transform=0, tree_roots=trees.roots, nodes_featureids=trees.features,
         nodes_truenodeids=trees.true_ids, nodes_trueleafs=trees.true_leafs, nodes_falsenodeids=trees.false_ids,
         nodes_falseleafs=trees.false_leafs, nodes_missing_value_tracks_true=trees.missing_true,
-        leaf_targetids=[0] * len(trees.leaves),
-        **{k: numpy_helper.from_array(v, k) for k, v in tensors.items()})
-    inits = [numpy_helper.from_array(np.array([[scale]]), "fd_sigmoid_scale"),
-             numpy_helper.from_array(np.ones((1, 1)), "fd_unit")]
-    nodes = [ensemble, helper.make_node("Mul", ["fd_margin", "fd_sigmoid_scale"], ["fd_scaled_margin"]),
-             helper.make_node("Sigmoid", ["fd_scaled_margin"], ["fd_positive"]),
-             helper.make_node("Sub", ["fd_unit", "fd_positive"], ["fd_negative_class"]),
-             helper.make_node("Concat", ["fd_negative_class", "fd_positive"], [PROBABILITIES], axis=1)]
-    return _Graph(nodes, inits, PROBABILITIES, dict(LIGHTGBM_OPSET))
+        leaf_targetids=[0] * len(trees.leaves), **{k: numpy_helper.from_array(v, k) for k, v in tensors.items()}))
+    inits = [numpy_helper.from_array(np.ones((1, 1)), "fd_unit")]
+    if scale:
+        inits.append(numpy_helper.from_array(np.array([[scale]]), "fd_sigmoid_scale"))
+        nodes += [helper.make_node("Mul", ["fd_score", "fd_sigmoid_scale"], ["fd_margin"]),
+                  helper.make_node("Sigmoid", ["fd_margin"], ["fd_positive"])]
+    else:
+        nodes.append(helper.make_node("Identity", ["fd_score"], ["fd_positive"]))
+    nodes += [helper.make_node("Sub", ["fd_unit", "fd_positive"], ["fd_negative_class"]),
+              helper.make_node("Concat", ["fd_negative_class", "fd_positive"], [PROBABILITIES], axis=1)]
+    return _Graph(nodes, inits, PROBABILITIES, dict(OPSET))
 
 
-def _sklearn_graph(estimator: Any, n_features: int, source: str) -> _Graph:
-    """A scikit-learn tree model through skl2onnx (float32 input, as sklearn's trees compare in float32)."""
-    from onnx import TensorProto, helper
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
+def _member_graph(pipeline: Any, layout: FeatureLayout, prefix: str = "") -> _Graph:
+    """One fitted pipeline's nodes, every internal name prefixed (the graph inputs are shared)."""
+    pre = _preprocessing_nodes(pipeline, layout)
+    trees = _tree_graph(pipeline.named_steps["model"], pre.output)
+    graph = _Graph([*pre.nodes, *trees.nodes], [*pre.initializers, *trees.initializers], trees.output, trees.opsets)
+    if not prefix:
+        return graph
+    shared = {"numeric", "categorical"}
 
-    model = convert_sklearn(estimator, initial_types=[("fd_features_float", FloatTensorType([None, n_features]))],
-                            options={id(estimator): {"zipmap": False}}, target_opset=SKLEARN_OPSET)
-    g = model.graph
-    outputs = [o.name for o in g.output if len(o.type.tensor_type.shape.dim) == 2
-               and o.type.tensor_type.elem_type == TensorProto.FLOAT]
-    if len(outputs) != 1:
-        raise ValueError(f"converted model has no single probability output: {[o.name for o in g.output]}")
-    inner = f"fd_sklearn_{outputs[0]}"
-    for node in g.node:  # free the output's name for the float64 cast below
-        node.output[:] = [inner if o == outputs[0] else o for o in node.output]
-        node.input[:] = [inner if i == outputs[0] else i for i in node.input]
-    nodes = [helper.make_node("Cast", [source], ["fd_features_float"], to=TensorProto.FLOAT), *g.node,
-             helper.make_node("Cast", [inner], [PROBABILITIES], to=TensorProto.DOUBLE)]
-    return _Graph(nodes, list(g.initializer), PROBABILITIES,
-                  {o.domain or "": o.version for o in model.opset_import})
+    def rename(name: str) -> str:
+        return name if name in shared or not name else prefix + name
+
+    for node in graph.nodes:
+        node.input[:] = [rename(n) for n in node.input]
+        node.output[:] = [rename(n) for n in node.output]
+    for init in graph.initializers:
+        init.name = rename(init.name)
+    graph.output = rename(graph.output)
+    return graph
 
 
-def _tree_graph(estimator: Any, n_features: int, source: str) -> _Graph:
-    if type(estimator).__name__ == "LGBMClassifier":
-        return _lightgbm_graph(estimator.booster_, source)
-    return _sklearn_graph(estimator, n_features, source)
+def _ensemble_graph(members: list[Any], layout: FeatureLayout) -> _Graph:
+    """The members' graphs side by side and the mean of their probabilities (SoftVotingEnsemble)."""
+    from onnx import helper, numpy_helper
+
+    graphs = [_member_graph(m, layout, f"m{i}_") for i, m in enumerate(members)]
+    # Sum then Div, as numpy's mean does it (onnxruntime has no float64 Mean)
+    mean = [helper.make_node("Sum", [g.output for g in graphs], ["fd_member_sum"]),
+            helper.make_node("Div", ["fd_member_sum", "fd_member_count"], [PROBABILITIES])]
+    count = numpy_helper.from_array(np.array([[float(len(graphs))]]), "fd_member_count")
+    return _Graph([n for g in graphs for n in g.nodes] + mean, [i for g in graphs for i in g.initializers] + [count],
+                  PROBABILITIES, dict(OPSET))
 
 
-def _join(pre: _Graph, trees: _Graph, layout: FeatureLayout) -> Any:
-    """One model: the preprocessing nodes feeding the trees; output ``probabilities`` (float64 [N, 2])."""
+def _join(body: _Graph, layout: FeatureLayout) -> Any:
+    """One model: the graph inputs, the nodes, the output ``probabilities`` (float64 [N, 2])."""
     from onnx import TensorProto, helper
 
     inputs = []
@@ -316,13 +364,10 @@ def _join(pre: _Graph, trees: _Graph, layout: FeatureLayout) -> Any:
     if layout.categorical:
         inputs.append(helper.make_tensor_value_info("categorical", TensorProto.STRING,
                                                     [None, len(layout.categorical)]))
-    graph = helper.make_graph([*pre.nodes, *trees.nodes], "flightdeck_pipeline", inputs,
+    graph = helper.make_graph(body.nodes, "flightdeck_pipeline", inputs,
                               [helper.make_tensor_value_info(PROBABILITIES, TensorProto.DOUBLE, [None, 2])],
-                              [*pre.initializers, *trees.initializers])
-    opsets = {**SKLEARN_OPSET}
-    for domain, version in trees.opsets.items():
-        opsets[domain] = max(opsets.get(domain, 0), version)
-    ids = [helper.make_opsetid(d, v) for d, v in opsets.items()]
+                              body.initializers)
+    ids = [helper.make_opsetid(d, v) for d, v in body.opsets.items()]
     model = helper.make_model(graph, opset_imports=ids, producer_name="flightdeck")
     model.ir_version = helper.find_min_ir_version_for(ids)
     model.metadata_props.add(key="flightdeck.layout", value=repr(layout.to_dict()))
@@ -388,7 +433,7 @@ def runtime_versions() -> dict[str, str]:
     """Versions of the ONNX toolchain, recorded with every parity figure."""
     from importlib.metadata import version
 
-    return {name: version(name) for name in ("onnx", "onnxruntime", "skl2onnx")}
+    return {name: version(name) for name in ("onnx", "onnxruntime")}
 
 
 def model_opsets(model: bytes) -> dict[str, int]:

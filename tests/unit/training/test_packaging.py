@@ -5,6 +5,7 @@ tampered graph or a limit below the real difference fails parity; the families t
 convert say which and why.
 
 Data is synthetic and seeded; models are real scikit-learn / LightGBM; scoring is real onnxruntime.
+A soft-voting ensemble converts when every member does.
 """
 
 from __future__ import annotations
@@ -116,7 +117,19 @@ def test_a_random_forest_pipeline_converts_with_parity(spec, train_rows, scoring
     model = packaging.export_onnx(pipe, layout, scoring_rows.head(5))
     assert isinstance(model, bytes)
     parity = packaging.measure_parity(model, scoring_rows, layout, native(pipe, scoring_rows, layout), LIMIT)
-    assert parity.passed, parity
+    assert parity.passed and parity.max_abs_diff <= 1e-12, parity  # inputs rounded to float32 like sklearn
+
+
+def test_a_soft_voting_ensemble_of_convertible_members_converts_with_parity(spec, train_rows, scoring_rows, lightgbm):
+    X, y = train_rows
+    forest, layout = fitted("random_forest", spec, X, y, {"n_estimators": 20})
+    ensemble = SoftVotingEnsemble([lightgbm[0], forest])
+    model = packaging.export_onnx(ensemble, layout, scoring_rows.head(5))
+    assert isinstance(model, bytes)
+    reference = np.asarray(ensemble.predict_proba(features.select_features(scoring_rows, layout)))[:, 1]
+    parity = packaging.measure_parity(model, scoring_rows, layout, reference, LIMIT)
+    assert parity.passed and parity.max_abs_diff <= 1e-12, parity
+    assert [n.op_type for n in onnx.load_from_string(model).graph.node].count("TreeEnsemble") == 2
 
 
 def test_a_numeric_only_layout_converts(spec, train_rows, scoring_rows):
@@ -179,8 +192,8 @@ def test_parity_on_mismatched_rows_names_both_counts(lightgbm, scoring_rows):
 
 
 # ---------------------------------------------------------------- families that do not convert
-@pytest.mark.parametrize(("family", "words"), [("dummy", "no converter"), ("logistic", "one-hot encoder"),
-                                               ("ensemble", "soft-voting")])
+@pytest.mark.parametrize(("family", "words"), [("dummy", "constant prior"), ("logistic", "one-hot encoder"),
+                                               ("ensemble", "logistic: LogisticRegression")])
 def test_a_family_that_does_not_convert_says_which_and_why(spec, train_rows, family, words):
     X, y = train_rows
     if family == "ensemble":
