@@ -345,3 +345,107 @@ def test_a_good_retrain_is_promoted_keeping_previous_champion_and_rollback_resto
     with pytest.raises(gates.GateError, match="was rolled back"):
         gates.decide(_ctx(env, "gate-again"), verdict)
     assert alias_version(env, "champion") == first
+
+
+# ---------------------------------------------------------------- ONNX packaging (optional, never blocking)
+class _Rounded(mlflow.pyfunc.PythonModel):
+    """The packaged model with its scores rounded to 7 decimals: an ONNX export of its pipeline differs
+    from it by up to 5e-8, which passes the default parity limit and fails a stricter one."""
+
+    def __init__(self, pipeline: Any, layout: dict[str, list[str]]) -> None:
+        self.pipeline, self.layout = pipeline, layout
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
+        from flightdeck.training.features import FeatureLayout, select_features
+
+        X = select_features(model_input, FeatureLayout(tuple(self.layout["numeric"]),
+                                                       tuple(self.layout["categorical"])))
+        return np.round(np.asarray(self.pipeline.predict_proba(X))[:, 1], 7)
+
+
+def _lightgbm_pipeline(env: dict[str, Any]) -> tuple[Any, dict[str, list[str]]]:
+    """The champion's LightGBM pipeline (the champion itself, or its LightGBM ensemble member)."""
+    pipeline, layout = _champion_pipeline(env)
+    members = getattr(pipeline, "members", [pipeline])
+    lgbm = [m for m in members if type(m.named_steps["model"]).__name__ == "LGBMClassifier"]
+    assert lgbm, f"the champion has no LightGBM pipeline: {members}"
+    return lgbm[0], layout
+
+
+def _onnx_row(env: dict[str, Any], run_id: str) -> dict[str, Any]:
+    from flightdeck.core import warehouse
+
+    engine = warehouse.connect(env["settings"].warehouse_url)
+    rows = warehouse.select_rows(engine, warehouse.gate_results, {"run_id": run_id, "gate": "onnx_parity"})
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def test_the_gate_dag_records_the_champions_onnx_export_or_why_it_does_not_convert(env, first_champion):
+    from flightdeck.training import packaging
+
+    run_id = first_champion["run"].run_id
+    mv = registry_client(env).get_model_version(env["spec"].registered_model_name, first_champion["version"])
+    pipeline, _ = _champion_pipeline(env)
+    members = [packaging.model_family(m) for m in getattr(pipeline, "members", [pipeline])]
+    converts = all(f in packaging.CONVERTIBLE for f in members)
+    row = _onnx_row(env, run_id)
+    assert not row["hard"]  # reported, never blocking
+    assert mv.tags["flightdeck.onnx"] == ("passed" if converts else "unsupported"), mv.tags["flightdeck.onnx_detail"]
+    if converts:
+        assert float(mv.tags["flightdeck.onnx_max_abs_diff"]) <= 1e-5 and row["passed"]
+    else:
+        refused = next(f for f in members if f not in packaging.CONVERTIBLE)
+        assert refused in mv.tags["flightdeck.onnx_detail"] and not row["passed"]
+    report = json.loads(Path(mv.tags["flightdeck.gate.report"].replace(".html", ".json")).read_text())
+    gate = {g["gate"]: g for g in report["gates"]}["onnx_parity"]
+    assert gate["hard"] is False and gate["figures"]["status"] == mv.tags["flightdeck.onnx"]
+
+
+def test_a_lightgbm_version_gets_its_onnx_artifact_and_a_failing_export_does_not_refuse_it(env, first_champion):
+    import mlflow
+    import onnxruntime
+    from flightdeck.data.runners import StageContext
+    from flightdeck.gates import promotion as gates
+    from flightdeck.training import features, packaging
+    from flightdeck.training import pipeline as training
+
+    pipeline, layout = _lightgbm_pipeline(env)
+    name, client = env["spec"].registered_model_name, registry_client(env)
+    version = _register_variant(env, "onnx-pass", _Rounded(pipeline, layout))
+    passing = gates.judge_version(_ctx(env, "gate-onnx-pass"), version, run_type="manual")
+    mv = client.get_model_version(name, version)
+    diff = float(mv.tags["flightdeck.onnx_max_abs_diff"])
+    assert mv.tags["flightdeck.onnx"] == "passed" and 1e-8 < diff <= 1e-5  # the rounding, up to 5e-8
+    row = _onnx_row(env, "gate-onnx-pass")
+    assert row["passed"] and not row["hard"] and row["value"] == pytest.approx(diff, rel=1e-5)
+    assert {a.path for a in client.list_artifacts(mv.run_id, "onnx")} == {"onnx/model.onnx", "onnx/parity.json"}
+    folder = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="onnx"))
+    parity = json.loads((folder / "parity.json").read_text())
+    assert parity["rows"] > 0 and parity["split"] == "test" and parity["max_abs_diff"] == pytest.approx(diff, rel=1e-5)
+    assert parity["versions"]["onnxruntime"] == onnxruntime.__version__ and parity["opset"]["ai.onnx.ml"] >= 2
+    # the logged file, run by onnxruntime alone, scores the test split like the registered pyfunc
+    fd_layout = features.FeatureLayout(tuple(layout["numeric"]), tuple(layout["categorical"]))
+    test = _ctx(env, "onnx-read")
+    data = training.prepare_data(test, training.dataset_manifest(test, mv.tags["flightdeck.data_snapshot"]),
+                                 training.parse_window_tag(mv.tags.get("flightdeck.window_param")), check=False)
+    X = features.select_features(data.frames["test"], fd_layout)
+    session = packaging.session_for((folder / "model.onnx").read_bytes())
+    registered = np.asarray(gates.load_pyfunc(name, version).predict(X), dtype=float)
+    assert len(X) == parity["rows"]
+    np.testing.assert_allclose(packaging.predict_onnx(session, X, fd_layout), registered, rtol=0, atol=1e-5)
+
+    # the same model with a parity limit below its real difference: export refused, model judged the same
+    strict = env["spec"].model_copy(update={"gates": env["spec"].gates.model_copy(
+        update={"onnx_max_abs_diff": 1e-8})})
+    again = _register_variant(env, "onnx-fail", _Rounded(pipeline, layout))
+    failing = gates.judge_version(StageContext(strict, env["settings"], run_id="gate-onnx-fail",
+                                               dag_id="flights_gate"), again, run_type="manual")
+    mv_fail = client.get_model_version(name, again)
+    assert mv_fail.tags["flightdeck.onnx"] == "failed"
+    assert float(mv_fail.tags["flightdeck.onnx_max_abs_diff"]) == pytest.approx(diff, rel=1e-5)
+    assert "refused" in mv_fail.tags["flightdeck.onnx_detail"]
+    assert client.list_artifacts(mv_fail.run_id, "onnx") == []
+    assert not _onnx_row(env, "gate-onnx-fail")["passed"]
+    assert failing["decision"] == passing["decision"]
+    assert not any(r.startswith("onnx") for r in failing["reasons"])

@@ -376,6 +376,7 @@ class GateSpec(_Frozen):
     canary_rows: Annotated[int, Field(ge=10)] = 2000
     canary_max_ms_per_1k_rows: Annotated[float, Field(gt=0)] = 2000.0
     canary_max_psi: Annotated[float, Field(gt=0)] = 0.25
+    onnx_max_abs_diff: Annotated[float, Field(gt=0, le=1)] = 1e-5
     freshness: str = "P30D"
     max_model_age: str = "P30D"
 

@@ -24,7 +24,7 @@ from flightdeck.core.context import StageContext
 from flightdeck.core.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, alias_version
 from flightdeck.core.spec import parse_duration
 from flightdeck.core.values import safe_name
-from flightdeck.gates import rubric
+from flightdeck.gates import onnx_parity, rubric
 from flightdeck.gates.checks import (
     Candidate,
     CheckResult,
@@ -121,6 +121,17 @@ def evaluate_gates(cand: Candidate, checks: dict[str, CheckResult]) -> list[Gate
         out.append(GateResult(gate, True, passed, None, None, f"{test_id}: {res.outcome}: {res.detail}",
                               res.metrics))
     return out
+
+
+def onnx_gate(cand: Candidate) -> GateResult:
+    """The ONNX export and its parity: reported, never blocking (the export is optional)."""
+    try:
+        outcome = onnx_parity.export_version(cand)
+    except Exception as exc:  # noqa: BLE001 - the optional export never stops the gate
+        log.exception("the ONNX export step failed")
+        outcome = onnx_parity.OnnxOutcome("failed", f"the export step failed: {type(exc).__name__}: {exc}")
+    return GateResult("onnx_parity", False, outcome.status == "passed", outcome.max_abs_diff, outcome.limit,
+                      f"{outcome.status}: {outcome.detail}", onnx_parity.figures(outcome))
 
 
 def single_feature_auc(cand: Candidate) -> dict[str, float]:
@@ -241,6 +252,7 @@ def judge_version(ctx: StageContext, version: str | None = None, run_type: str =
                                 f"ML Test Score {card.final:g} (sections " + ", ".join(
                                     f"{rubric.SECTIONS[s]} {v:g}" for s, v in card.sections.items())
                                 + f") vs required {min_ml_test_score:g}"))
+        gates.append(onnx_gate(cand))
         warehouse.replace_rows(ctx.engine, warehouse.gate_results,
                                {"model_name": name, "model_version": version, "run_id": ctx.run_id},
                                [{"model_name": name, "model_version": version, "run_id": ctx.run_id,
@@ -295,7 +307,7 @@ def _finite(value: float | None) -> float | None:
 def summary(card: rubric.ScoreCard, gates: list[GateResult], verdict: dict[str, Any]) -> str:
     """What the task log prints: the score card, the gates and the decision."""
     lines = [card.table(), "", "promotion gates:"]
-    lines += [f"  {'PASS' if g.passed else 'FAIL'} {g.gate:<20} {g.detail}" for g in gates]
+    lines += [f"  {'PASS' if g.passed else 'FAIL' if g.hard else 'WARN'} {g.gate:<20} {g.detail}" for g in gates]
     lines.append(f"decision for version {verdict['version']}: {verdict['decision'].upper()}"
                  + (f" ({len(verdict['reasons'])} hard gate(s) failed)" if verdict["reasons"] else ""))
     return "\n".join(lines)
