@@ -169,6 +169,40 @@ def record_serving_requests(engine: Engine, rows: Sequence[Mapping[str, Any]]) -
     return len(rows)
 
 
+def record_serving_requests_once(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Like :func:`record_serving_requests`, but a row whose (request_id, row_number) is logged already is skipped.
+
+    For the queue worker, whose delivery is at least once: a redelivered request logs nothing twice.
+
+    Returns:
+        how many rows were new.
+    """
+    if not rows:
+        return 0
+    keys = {(r["request_id"], r["row_number"]) for r in rows}
+    ids = sorted({request_id for request_id, _ in keys})
+    c = serving_requests.c
+    with engine.begin() as conn:
+        have = set(conn.execute(sa.select(c.request_id, c.row_number).where(c.request_id.in_(ids))).tuples())
+        fresh = [dict(r) for r in rows if (r["request_id"], r["row_number"]) not in have]
+        if fresh:
+            conn.execute(_insert_skipping_logged(engine, serving_requests), fresh)
+    return len(fresh)
+
+
+def _insert_skipping_logged(engine: Engine, table: sa.Table) -> Any:
+    """An INSERT that skips rows whose primary key exists (a concurrent writer's), on SQLite and PostgreSQL."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    if engine.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table).on_conflict_do_nothing()
+    return table.insert()  # other databases: the read above already left out what is logged
+
+
 def to_json(value: Any) -> str:
     return json.dumps(value, default=str, sort_keys=True)
 
