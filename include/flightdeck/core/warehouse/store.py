@@ -179,12 +179,14 @@ def record_serving_requests_once(engine: Engine, rows: Sequence[Mapping[str, Any
     """
     if not rows:
         return 0
-    keys = {(r["request_id"], r["row_number"]) for r in rows}
-    ids = sorted({request_id for request_id, _ in keys})
+    given: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in rows:  # a key given twice: its first row
+        given.setdefault((r["request_id"], r["row_number"]), dict(r))
+    ids = sorted({request_id for request_id, _ in given})
     c = serving_requests.c
     with engine.begin() as conn:
         have = set(conn.execute(sa.select(c.request_id, c.row_number).where(c.request_id.in_(ids))).tuples())
-        fresh = [dict(r) for r in rows if (r["request_id"], r["row_number"]) not in have]
+        fresh = [r for key, r in given.items() if key not in have]
         if fresh:
             conn.execute(_insert_skipping_logged(engine, serving_requests), fresh)
     return len(fresh)
