@@ -465,15 +465,15 @@ class Worker:
         live = [(entry_id, fields) for entry_id, fields in claimed if fields is not None]
         worn = [(e, f) for e, f in live if deliveries[e] > o.max_deliveries]
         if worn:
-            self.dead_letter(worn, deliveries)
+            self.dead_letter(worn, {e: f"delivered {deliveries[e]} times without being answered; last error: "
+                                       f"{self.stats.failures.get(e, 'unknown (another worker)')}" for e, _f in worn})
         return [(e, f) for e, f in live if deliveries[e] <= o.max_deliveries]
 
-    def dead_letter(self, entries: Sequence[tuple[str, dict[str, str]]], deliveries: Mapping[str, int]) -> None:
+    def dead_letter(self, entries: Sequence[tuple[str, dict[str, str]]], reasons: Mapping[str, str]) -> None:
         """Move entries to the dead-letter stream with their reason; answer and log them ``error``; acknowledge."""
         for entry_id, fields in entries:
             request = parse_entry(entry_id, fields)
-            reason = (f"delivered {deliveries.get(entry_id, '?')} times without being answered; last error: "
-                      f"{self.stats.failures.pop(entry_id, 'unknown (another worker)')}")
+            reason = reasons[entry_id]
             self.client.xadd(self.names.dead_letters, {**fields, "entry_id": entry_id, "reason": reason,  # type: ignore[dict-item]
                                                         "consumer": self.consumer})
             if request.answerable:  # its answer stays the first one written, if any
@@ -487,14 +487,17 @@ class Worker:
         requests = [parse_entry(entry_id, fields) for entry_id, fields in entries]
         orphans = [entry for entry, r in zip(entries, requests, strict=True) if not r.answerable]
         if orphans:  # no usable request id: nobody to answer
-            self.dead_letter(orphans, {})
+            self.dead_letter(orphans, {r.entry_id: str(r.problem) for r in requests if not r.answerable})
         requests = [r for r in requests if r.answerable]
         if not requests:
             return
         stored = reply(self.client.mget([self.names.result(str(r.request_id)) for r in requests]))
         answers = {str(r.request_id): json.loads(text) for r, text in zip(requests, stored, strict=True)
                    if text is not None}
-        fresh = {r.request_id: r for r in requests if r.request_id not in answers}  # one per id (repeats share it)
+        fresh: dict[str, QueuedRequest] = {}  # one per request id: its first entry (repeats share its answer)
+        for r in requests:
+            if str(r.request_id) not in answers:
+                fresh.setdefault(str(r.request_id), r)
         try:
             answers.update(score_requests(model, list(fresh.values())))
         except Exception as exc:  # noqa: BLE001 - the batch stays pending; claimed again, then dead-lettered
