@@ -180,8 +180,9 @@ def record_serving_requests_once(engine: Engine, rows: Sequence[Mapping[str, Any
     if not rows:
         return 0
     given: dict[tuple[str, int], dict[str, Any]] = {}
-    for r in rows:  # a key given twice: its first row
-        given.setdefault((r["request_id"], r["row_number"]), dict(r))
+    columns = [c.name for c in serving_requests.columns]
+    for r in rows:  # a key given twice: its first row; every row with every column (one statement for all)
+        given.setdefault((r["request_id"], r["row_number"]), {name: r.get(name) for name in columns})
     ids = sorted({request_id for request_id, _ in given})
     c = serving_requests.c
     with engine.begin() as conn:
