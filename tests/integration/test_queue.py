@@ -323,3 +323,35 @@ def test_a_killed_worker_loses_no_request(names, redis_client, home, tmp_path):
             assert p["score"] == pytest.approx(published[_key(ctx, row)], abs=1e-12)
         assert [r["row_number"] for r in _log_of(ctx, request_id)] == [1, 2, 3], request_id
     assert _pending(redis_client, names) == 0
+
+
+def _log_row(request_id: str, row_number: int, score: float | None) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    row: dict[str, Any] = {"request_id": request_id, "row_number": row_number, "spec_name": "flights",
+                           "endpoint": "queue", "received_at": datetime.now(UTC), "input_hash": "0" * 64,
+                           "latency_ms": 1.0, "status": "ok" if score is not None else "invalid"}
+    if score is not None:
+        row["score"] = score
+    return row
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_log_writer_skips_rows_it_logged_before(backend: str, tmp_path: Path):
+    from contextlib import nullcontext
+
+    from flightdeck.core import warehouse
+    from pg_support import postgres_url, private_schema
+
+    where = private_schema(postgres_url(), "fdqueue") if backend == "postgresql" else nullcontext(
+        f"sqlite:///{tmp_path / 'w.db'}")
+    with where as url:
+        engine = warehouse.connect(url)
+        first = [_log_row("q1", 1, 0.25), _log_row("q1", 2, 0.5), _log_row("q2", 0, None)]
+        assert warehouse.record_serving_requests_once(engine, first) == 3
+        again = [_log_row("q1", 1, 0.99), _log_row("q1", 3, 0.75), _log_row("q1", 3, 0.1)]
+        assert warehouse.record_serving_requests_once(engine, again) == 1, "only (q1, 3), once"
+        logged = warehouse.queries.serving_requests_of(engine, "flights", request_id="q1")
+        assert [(r["row_number"], r["score"]) for r in logged] == [(1, 0.25), (2, 0.5), (3, 0.75)]
+        assert warehouse.record_serving_requests_once(engine, []) == 0
+        engine.dispose()
