@@ -284,7 +284,8 @@ def test_a_killed_worker_loses_no_request(names, redis_client, home, tmp_path):
         for name in ("victim", "survivor"):
             workers[name] = subprocess.Popen(
                 [str(FLIGHTDECK), "worker", "flights", "--batch", "10", "--block-ms", "200", "--claim-idle-ms", "500",
-                 "--consumer", name], stdout=subprocess.PIPE, stderr=open(tmp_path / f"{name}.log", "w"), text=True)
+                 "--consumer", name, "--heartbeat-file", str(tmp_path / f"{name}.alive")],
+                stdout=subprocess.PIPE, stderr=open(tmp_path / f"{name}.log", "w"), text=True)
         deadline = time.monotonic() + 300
         while True:  # both hold 10 answered, unlogged, pending entries
             consumers = {c["name"]: c["pending"] for c in redis_client.xpending(names.requests, names.group)[
@@ -313,6 +314,7 @@ def test_a_killed_worker_loses_no_request(names, redis_client, home, tmp_path):
                 process.kill()
                 process.wait(timeout=60)
 
+    assert (tmp_path / "survivor.alive").is_file(), "the heartbeat a healthcheck reads"
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["consumer"] == "survivor" and summary["claimed"] >= 10, summary  # the victim's 10
     assert sorted(_prediction_ids(redis_client, names)) == ids, "exactly one answer per request"

@@ -246,6 +246,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import logging
     import signal
     import threading
+    from pathlib import Path
 
     from flightdeck.core import warehouse
     from flightdeck.serving import queue
@@ -261,7 +262,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         signal.signal(sig, lambda *_: stop.set())
     worker = queue.Worker(queue.connect(settings.redis_url), ChampionSlot(spec, settings),
                           warehouse.connect(settings.warehouse_url), queue.QueueNames(spec.name, settings.queue_prefix),
-                          consumer=args.consumer, options=options)
+                          consumer=args.consumer, options=options,
+                          heartbeat=Path(args.heartbeat_file) if args.heartbeat_file else None)
     stats = worker.run(stop)
     print(json.dumps({"consumer": worker.consumer, "read": stats.read, "claimed": stats.claimed,
                       "answered": stats.answered, "acked": stats.acked, "dead_lettered": stats.dead_lettered,
@@ -427,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refresh-seconds", type=float, default=30.0,
                    help="how often @champion is checked; a moved champion is loaded, then swapped in")
     p.add_argument("--consumer", default=None, help="this worker's name in the group (default: <hostname>-<pid>)")
+    p.add_argument("--heartbeat-file", default=None, help="a file touched before every batch (for a healthcheck)")
     p.set_defaults(func=cmd_worker)
     p = sub.add_parser("monitor", help="run the monitoring checks (drift, skew, decay, ...) and print the figures")
     p.add_argument("spec")

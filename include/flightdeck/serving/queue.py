@@ -37,6 +37,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import redis as redis_lib
@@ -382,10 +383,12 @@ class Worker:
         engine: the warehouse, for the request log.
         names: the spec's queue names.
         consumer: this worker's name in the group (:func:`default_consumer`).
+        heartbeat: a file touched before every batch (or wait), for a healthcheck.
     """
 
     def __init__(self, client: redis_lib.Redis, slot: ChampionSlot, engine: Any, names: QueueNames,
-                 consumer: str | None = None, options: WorkerOptions | None = None) -> None:
+                 consumer: str | None = None, options: WorkerOptions | None = None,
+                 heartbeat: Path | None = None) -> None:
         _require_text(client)
         self.client = client
         self.slot = slot
@@ -394,6 +397,7 @@ class Worker:
         self.consumer = consumer or default_consumer()
         self.options = options or WorkerOptions()
         self.stats = WorkerStats()
+        self.heartbeat = heartbeat
         self._store = client.register_script(_STORE_ANSWERS)
 
     def ensure_group(self) -> None:
@@ -412,6 +416,8 @@ class Worker:
         log.info("worker %s answering %s in group %s", self.consumer, self.names.requests, self.names.group)
         try:
             while not stop.is_set():
+                if self.heartbeat is not None:  # a container's healthcheck reads its age
+                    self.heartbeat.touch()
                 if self.slot.model is None:  # nothing to answer with: leave the requests queued
                     log.warning("no champion loaded for %s: %s", self.names.spec, self.slot.last_error)
                     stop.wait(self.options.block_ms / 1000)
