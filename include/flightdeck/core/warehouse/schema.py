@@ -230,7 +230,7 @@ serving_requests = sa.Table(
     sa.Column("request_id", sa.String(128), primary_key=True, comment="generated, or the client's X-Request-ID"),
     sa.Column("row_number", sa.Integer, primary_key=True, comment="1-based row of the request; 0: a rejected request"),
     sa.Column("spec_name", sa.String(64), nullable=False),
-    sa.Column("endpoint", sa.String(32), nullable=False, comment="/predict | /invocations"),
+    sa.Column("endpoint", sa.String(32), nullable=False, comment="/predict | /invocations | queue"),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("input_hash", sa.String(64), nullable=False,
               comment="sha256 of the row as canonical JSON (sorted keys); of the whole body when rejected"),
