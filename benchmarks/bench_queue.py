@@ -3,8 +3,8 @@
 Set-up: the prepared home of ``bench_service.py`` (April 2013 flights, a champion), kept in ``--home``.
 
 Per request size (1 row, 10 rows) and worker count (1, 2): the workers are started
-(``flightdeck worker flights --batch 100``) and wait on the empty queue (each has joined the
-consumer group); a few warm-up requests are answered; then ``--requests`` requests are
+(``flightdeck worker flights --batch 100``) and wait on the empty queue (each has loaded the
+champion: its heartbeat file exists); a few warm-up requests are answered; then ``--requests`` requests are
 submitted and the clock runs from the first submit to the last answer (read with
 ``queue.results``). Each worker validates, scores (the training-time feature code), writes the
 answers to Redis and logs every row to the SQLite warehouse before acknowledging.
@@ -34,29 +34,27 @@ REDIS_URL = os.environ.get("FLIGHTDECK_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def start_workers(count: int, prefix: str, home: Path) -> list[subprocess.Popen[bytes]]:
-    """``count`` worker processes on the queues of ``prefix``, once each has joined the consumer group."""
-    from flightdeck.serving import queue
+    """``count`` worker processes on the queues of ``prefix``, once each has loaded the champion and waits.
 
+    Ready means its heartbeat file exists: it is touched before the first read, after the champion is loaded.
+    """
     env = {**os.environ, "FLIGHTDECK_QUEUE_PREFIX": prefix, "FLIGHTDECK_REDIS_URL": REDIS_URL}
-    names = queue.QueueNames("flights", prefix)
-    client = queue.connect(REDIS_URL)
+    beats = [home / f"worker-{i}.alive" for i in range(count)]
+    for beat in beats:
+        beat.unlink(missing_ok=True)
     processes = [subprocess.Popen([str(BIN / "flightdeck"), "worker", "flights", "--batch", "100", "--block-ms", "200",
-                                   "--consumer", f"bench-{i}"], env=env, stdout=subprocess.DEVNULL,
-                                  stderr=(home / f"worker-{i}.log").open("wb")) for i in range(count)]
+                                   "--consumer", f"bench-{i}", "--heartbeat-file", str(beats[i])], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=(home / f"worker-{i}.log").open("wb"))
+                 for i in range(count)]
     deadline = time.monotonic() + 300
-    while True:
-        try:
-            joined = {c["name"] for c in client.xinfo_consumers(names.requests, names.group)}
-        except Exception:  # noqa: BLE001 - no group yet
-            joined = set()
-        if joined >= {f"bench-{i}" for i in range(count)}:
-            return processes
+    while not all(beat.exists() for beat in beats):
         for process in processes:
             if process.poll() is not None:
                 raise RuntimeError(f"a worker exited {process.returncode}; see {home}/worker-*.log")
         if time.monotonic() > deadline:
-            raise TimeoutError("the workers did not join the group within 300 s")
+            raise TimeoutError("the workers did not load the champion within 300 s")
         time.sleep(0.2)
+    return processes
 
 
 def stop_workers(processes: list[subprocess.Popen[bytes]]) -> None:

@@ -236,6 +236,12 @@ def test_a_redelivered_request_is_answered_once_and_logged_once(names, redis_cli
     assert [r["row_number"] for r in _log_of(ctx, "claimed")] == [1, 2]
     assert _pending(redis_client, names) == 0 and redis_client.xlen(names.requests) == 0
 
+    redis_client.delete(names.requests)  # the stream and its group deleted under a running worker
+    assert worker.step(block=False) == 0, "the group is made again"
+    queue.submit(redis_client, names, rows[12], "after-delete")
+    assert worker.step(block=False) == 1
+    assert queue.results(redis_client, names, ["after-delete"], timeout=5)["after-delete"]["status"] == "ok"
+
 
 def test_a_request_that_keeps_failing_goes_to_the_dead_letters(names, redis_client, tmp_path):
     from flightdeck.core import warehouse

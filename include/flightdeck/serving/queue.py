@@ -437,12 +437,19 @@ class Worker:
         model = self.slot.model
         if model is None:
             return 0
-        entries = self.claim_stale()
-        if entries:
-            self.stats.claimed += len(entries)
-        else:
-            entries = self.read_new(block)
-            self.stats.read += len(entries)
+        try:
+            entries = self.claim_stale()
+            if entries:
+                self.stats.claimed += len(entries)
+            else:
+                entries = self.read_new(block)
+                self.stats.read += len(entries)
+        except redis_lib.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            log.warning("%s or its group was deleted; creating them again", self.names.requests)
+            self.ensure_group()
+            return 0
         if entries:
             self.process(entries, model)
         return len(entries)
