@@ -70,13 +70,14 @@ up: init  ## start the Airflow UI (standalone) and the MLflow UI; Ctrl-C stops b
 cluster: install  ## the production topology natively: CeleryExecutor (2 workers), PostgreSQL, Redis, MLflow server, S3; Ctrl-C stops it
 	$(BIN)/flightdeck cluster $(CLUSTER_ARGS)
 
-bench: install  ## benchmarks (results in BENCHMARKS.md): data pipeline, training, scoring, monitoring, UI, service (about 55 minutes)
+bench: install  ## benchmarks (results in BENCHMARKS.md): data pipeline, training, scoring, monitoring, UI, service, queue (about 60 minutes)
 	$(BIN)/python benchmarks/bench_data_pipeline.py
 	cd benchmarks && ../$(BIN)/python bench_training.py
 	$(BIN)/python benchmarks/bench_scoring.py --rows 1000000 3000000
 	$(BIN)/python benchmarks/bench_monitoring.py --rows 1000000
 	$(BIN)/python benchmarks/bench_ui.py
 	$(BIN)/python benchmarks/bench_service.py
+	$(BIN)/python benchmarks/bench_queue.py
 
 lint: install  ## ruff everywhere; mypy on the library and the plugin (strict on core/ and data/, see pyproject.toml)
 	$(BIN)/ruff check include plugins dags tests benchmarks
