@@ -70,7 +70,7 @@ up: init  ## start the Airflow UI (standalone) and the MLflow UI; Ctrl-C stops b
 cluster: install  ## the production topology natively: CeleryExecutor (2 workers), PostgreSQL, Redis, MLflow server, S3; Ctrl-C stops it
 	$(BIN)/flightdeck cluster $(CLUSTER_ARGS)
 
-bench: install  ## benchmarks (results in BENCHMARKS.md): data pipeline, training, scoring, monitoring, UI, service, ONNX, queue (about 90 minutes)
+bench: install  ## benchmarks (results in BENCHMARKS.md): data pipeline, training, scoring, monitoring, UI, service, ONNX, queue (about 95 minutes)
 	$(BIN)/python benchmarks/bench_data_pipeline.py
 	cd benchmarks && ../$(BIN)/python bench_training.py
 	$(BIN)/python benchmarks/bench_scoring.py --rows 1000000 3000000 10000000 --db sqlite postgres
@@ -78,6 +78,7 @@ bench: install  ## benchmarks (results in BENCHMARKS.md): data pipeline, trainin
 	$(BIN)/python benchmarks/bench_ui.py
 	$(BIN)/python benchmarks/bench_service.py
 	$(BIN)/python benchmarks/bench_onnx.py
+	$(BIN)/python benchmarks/bench_queue.py
 
 lint: install  ## ruff everywhere; mypy on the library and the plugin (strict on core/ and data/, see pyproject.toml)
 	$(BIN)/ruff check include plugins dags tests benchmarks

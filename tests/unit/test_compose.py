@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yaml"
 AIRFLOW_IMAGE = "apache/airflow:3.3.2-python3.11"
 SERVICES = {"postgres", "redis", "s3", "s3-init", "mlflow", "airflow-init", "airflow-apiserver", "airflow-scheduler",
-            "airflow-dag-processor", "airflow-triggerer", "airflow-worker", "flower", "serving"}
+            "airflow-dag-processor", "airflow-triggerer", "airflow-worker", "flower", "serving", "worker"}
 ONE_SHOT = {"s3-init", "airflow-init"}  # run to completion: no healthcheck
 # variables of the images and libraries themselves, not FlightDeck's or Airflow's config
 THIRD_PARTY = {
@@ -148,6 +148,12 @@ def test_mounts_builds_and_commands_point_at_what_exists(compose, services):
     parsed = build_parser().parse_args(serve[-1].split()[2:])
     assert (parsed.command, parsed.spec, parsed.host, parsed.port) == ("serve", "flights", "0.0.0.0", 8000)
     assert services["serving"]["healthcheck"]["test"][-1] == "http://localhost:8000/health"
+    work = services["worker"]["command"][-1]
+    parsed = build_parser().parse_args(work.split()[2:])
+    assert (parsed.command, parsed.spec) == ("worker", "flights")
+    assert parsed.heartbeat_file in services["worker"]["healthcheck"]["test"][-1], "the healthcheck reads its heartbeat"
+    assert _environment(services["worker"])["FLIGHTDECK_REDIS_URL"] == "redis://redis:6379/0"
+    assert "container_name" not in services["worker"], "a fixed name cannot be scaled"
     assert 'flightdeck = "flightdeck.apps.cli:main"' in (REPO / "pyproject.toml").read_text()
     assert "--artifacts-destination s3://mlflow/artifacts" in services["mlflow"]["command"][-1]
     assert "mlflow/artifacts" in " ".join(services["s3-init"]["command"]) or "flightdeck/mlflow" in \

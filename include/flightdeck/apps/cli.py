@@ -1,5 +1,5 @@
 """The ``flightdeck`` command line: init, specs, run, replay, bootstrap-suite, catalog, quarantine, train, judge,
-score-card, promotions, rollback, delivery-metrics, score, lookup, serve, monitor, year, demo, cluster."""
+score-card, promotions, rollback, delivery-metrics, score, lookup, serve, worker, monitor, year, demo, cluster."""
 
 from __future__ import annotations
 
@@ -241,6 +241,36 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return service.serve(settings, args.spec, args.host, args.port, args.refresh_seconds)
 
 
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    """Answer the spec's request queue (Redis Streams) with the champion until SIGTERM or Ctrl-C."""
+    import logging
+    import signal
+    import threading
+    from pathlib import Path
+
+    from flightdeck.core import warehouse
+    from flightdeck.serving import queue
+    from flightdeck.serving.online import ChampionSlot
+
+    options = queue.WorkerOptions(batch=args.batch, block_ms=args.block_ms, claim_idle_ms=args.claim_idle_ms,
+                                  max_deliveries=args.max_deliveries, result_ttl_seconds=args.result_ttl_seconds,
+                                  refresh_seconds=args.refresh_seconds)
+    spec = _spec(settings, args.spec)  # an unknown spec fails here, naming it
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # finish the batch in hand, acknowledge it, exit 0
+        signal.signal(sig, lambda *_: stop.set())
+    worker = queue.Worker(queue.connect(settings.redis_url), ChampionSlot(spec, settings),
+                          warehouse.connect(settings.warehouse_url), queue.QueueNames(spec.name, settings.queue_prefix),
+                          consumer=args.consumer, options=options,
+                          heartbeat=Path(args.heartbeat_file) if args.heartbeat_file else None)
+    stats = worker.run(stop)
+    print(json.dumps({"consumer": worker.consumer, "read": stats.read, "claimed": stats.claimed,
+                      "answered": stats.answered, "acked": stats.acked, "dead_lettered": stats.dead_lettered,
+                      "rows_logged": stats.rows_logged}))
+    return 0
+
+
 def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
     """Run the monitoring checks outside Airflow (same code as the monitoring DAG), or show the newest figures."""
     from flightdeck.core import warehouse
@@ -386,6 +416,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refresh-seconds", type=float, default=30.0,
                    help="how often @champion is checked; a moved champion is loaded, then swapped in")
     p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("worker", help="answer the spec's request queue on Redis Streams with the champion "
+                                      "(flightdeck:<spec>:requests -> flightdeck:<spec>:result:<id>)")
+    p.add_argument("spec")
+    p.add_argument("--batch", type=int, default=100, help="requests read at once")
+    p.add_argument("--block-ms", type=int, default=1000, help="how long one read waits for requests")
+    p.add_argument("--claim-idle-ms", type=int, default=30_000,
+                   help="pending requests idle this long (a dead worker's) are claimed by this one")
+    p.add_argument("--max-deliveries", type=int, default=5,
+                   help="a request delivered more often goes to the dead-letter stream")
+    p.add_argument("--result-ttl-seconds", type=int, default=86_400, help="how long answers are kept")
+    p.add_argument("--refresh-seconds", type=float, default=30.0,
+                   help="how often @champion is checked; a moved champion is loaded, then swapped in")
+    p.add_argument("--consumer", default=None, help="this worker's name in the group (default: <hostname>-<pid>)")
+    p.add_argument("--heartbeat-file", default=None, help="a file touched before every batch (for a healthcheck)")
+    p.set_defaults(func=cmd_worker)
     p = sub.add_parser("monitor", help="run the monitoring checks (drift, skew, decay, ...) and print the figures")
     p.add_argument("spec")
     p.add_argument("--as-of", default=None, help="YYYY-MM-DD the run is about; default: the newest partition")

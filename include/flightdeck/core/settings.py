@@ -33,6 +33,8 @@ class Settings:
     pseudonymisation_key: str | None = field(default=None, repr=False)
     alert_webhook_url: str | None = field(default=None, repr=False)  # may carry a token
     alert_emails: tuple[str, ...] = ()
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    queue_prefix: str = "flightdeck"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -69,6 +71,8 @@ class Settings:
             pseudonymisation_key=env.get(PREFIX + "PSEUDONYMISATION_KEY") or None,
             alert_webhook_url=env.get(PREFIX + "ALERT_WEBHOOK_URL") or None,
             alert_emails=tuple(a.strip() for a in env.get(PREFIX + "ALERT_EMAIL", "").split(",") if a.strip()),
+            redis_url=get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            queue_prefix=_queue_prefix(get("QUEUE_PREFIX", "flightdeck")),
         )
 
     def resolve_pseudonymisation_key(self) -> str:
@@ -93,3 +97,10 @@ class Settings:
             finally:
                 os.unlink(tmp)
         return key_file.read_text().strip()
+
+
+def _queue_prefix(value: str) -> str:
+    """The first part of the queue worker's Redis key names: no spaces, no braces (``flightdeck`` by default)."""
+    if not value or any(ch.isspace() or ch in "{}" for ch in value):
+        raise ValueError(f"{PREFIX}QUEUE_PREFIX must be a word without spaces or braces, got {value!r}")
+    return value

@@ -139,7 +139,7 @@ def skew_figures(ctx: StageContext, ok: pd.DataFrame, window: dict[str, str]) ->
 def online_drift_figures(ctx: StageContext, champion: ServingModel, rows: pd.DataFrame,
                          window: dict[str, str]) -> list[Figure]:
     """Feature and score drift of the champion's logged online rows against its training reference."""
-    from flightdeck.serving.service import RowsInvalid, curated_rows, parse_rows, row_schema
+    from flightdeck.serving.online import RowsInvalid, curated_rows, parse_rows, row_schema
 
     cfg = ctx.spec.monitoring.drift
     v = champion.version

@@ -45,6 +45,7 @@ from flightdeck.core.warehouse.store import (
     record_dataset_version,
     record_delivery,
     record_serving_requests,
+    record_serving_requests_once,
     replace_quarantine,
     replace_rows,
     select_rows,
@@ -58,6 +59,7 @@ __all__ = [
     "fetch_first", "fetch_scalar", "fingerprints", "gate_results", "get_batch", "label_orphans", "list_batches",
     "metadata", "migrate", "monitoring_metrics", "now", "pages", "promotions", "quarantine",
     "quarantine_counts", "queries", "record_dataset_version", "record_delivery", "record_serving_requests",
+    "record_serving_requests_once",
     "replace_quarantine", "replace_rows", "retraining", "scoring_runs", "select_rows", "serving_requests",
     "shadow_predictions", "test_evidence", "to_json", "update_batch", "upsert_batch",
 ]

@@ -169,6 +169,43 @@ def record_serving_requests(engine: Engine, rows: Sequence[Mapping[str, Any]]) -
     return len(rows)
 
 
+def record_serving_requests_once(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Like :func:`record_serving_requests`, but a row whose (request_id, row_number) is logged already is skipped.
+
+    For the queue worker, whose delivery is at least once: a redelivered request logs nothing twice.
+
+    Returns:
+        how many rows were new.
+    """
+    if not rows:
+        return 0
+    given: dict[tuple[str, int], dict[str, Any]] = {}
+    columns = [c.name for c in serving_requests.columns]
+    for r in rows:  # a key given twice: its first row; every row with every column (one statement for all)
+        given.setdefault((r["request_id"], r["row_number"]), {name: r.get(name) for name in columns})
+    ids = sorted({request_id for request_id, _ in given})
+    c = serving_requests.c
+    with engine.begin() as conn:
+        have = set(conn.execute(sa.select(c.request_id, c.row_number).where(c.request_id.in_(ids))).tuples())
+        fresh = [r for key, r in given.items() if key not in have]
+        if fresh:
+            conn.execute(_insert_skipping_logged(engine, serving_requests), fresh)
+    return len(fresh)
+
+
+def _insert_skipping_logged(engine: Engine, table: sa.Table) -> Any:
+    """An INSERT that skips rows whose primary key exists (a concurrent writer's), on SQLite and PostgreSQL."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    if engine.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table).on_conflict_do_nothing()
+    return table.insert()  # other databases: the read above already left out what is logged
+
+
 def to_json(value: Any) -> str:
     return json.dumps(value, default=str, sort_keys=True)
 
