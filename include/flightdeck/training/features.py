@@ -166,17 +166,7 @@ def feature_layout(spec: DatasetSpec, frame: pd.DataFrame) -> FeatureLayout:
 
 def select_features(frame: pd.DataFrame, layout: FeatureLayout) -> pd.DataFrame:
     """The model input: features in the recorded order, numeric as float, categories as text."""
-    missing = [c for c in layout.columns if c not in frame.columns]
-    if missing:
-        raise FeatureError(f"feature column(s) {missing} missing from the data; expected {layout.columns}")
-    out = pd.DataFrame(index=frame.index)
-    for c in layout.numeric:
-        out[c] = pd.to_numeric(frame[c], errors="coerce").astype("float64")
-    for c in layout.categorical:
-        col = frame[c].astype("object")
-        text = col.astype(str)
-        out[c] = text.where(col.notna(), np.nan).astype(object)
-    return out
+    return _select(frame, layout, _as_object_text)
 
 
 def select_features_categorical(frame: pd.DataFrame, layout: FeatureLayout) -> pd.DataFrame:
@@ -187,6 +177,15 @@ def select_features_categorical(frame: pd.DataFrame, layout: FeatureLayout) -> p
     (pandas hashes an object column through its factorised categories) at a fraction of
     the cost of converting every row.
     """
+    return _select(frame, layout, _as_text_categorical)
+
+
+def _as_object_text(values: pd.Series) -> pd.Series:
+    col = values.astype("object")
+    return col.astype(str).where(col.notna(), np.nan).astype(object)
+
+
+def _select(frame: pd.DataFrame, layout: FeatureLayout, as_text: Any) -> pd.DataFrame:
     missing = [c for c in layout.columns if c not in frame.columns]
     if missing:
         raise FeatureError(f"feature column(s) {missing} missing from the data; expected {layout.columns}")
@@ -194,7 +193,7 @@ def select_features_categorical(frame: pd.DataFrame, layout: FeatureLayout) -> p
     for c in layout.numeric:
         out[c] = pd.to_numeric(frame[c], errors="coerce").astype("float64")
     for c in layout.categorical:
-        out[c] = _as_text_categorical(frame[c])
+        out[c] = as_text(frame[c])
     return out
 
 
