@@ -7,6 +7,7 @@ training and serving features cannot diverge.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -38,15 +39,25 @@ def derive_columns(frame: pd.DataFrame, derives: tuple[DeriveSpec, ...], tz: str
     return out
 
 
-def days_to_nearest_holiday(local: pd.Series, cap: int = 14) -> pd.Series:
-    """Days between a local date and the nearest US federal holiday, capped at ``cap``."""
+@lru_cache(maxsize=64)
+def _federal_holidays(first_year: int, last_year: int) -> np.ndarray:
+    """US federal holidays of whole calendar years, as sorted days (built once per span: it is slow)."""
     from pandas.tseries.holiday import USFederalHolidayCalendar
 
+    days = USFederalHolidayCalendar().holidays(f"{first_year}-01-01", f"{last_year}-12-31")
+    holidays: np.ndarray = days.to_numpy(dtype="datetime64[D]")
+    holidays.setflags(write=False)
+    return holidays
+
+
+def days_to_nearest_holiday(local: pd.Series, cap: int = 14) -> pd.Series:
+    """Days between a local date and the nearest US federal holiday, capped at ``cap``."""
     days = local.dt.tz_localize(None).dt.normalize()
     if days.dropna().empty:
         return pd.Series(pd.NA, index=local.index, dtype="Int64")
+    # whole years around [min - cap - 1, max + cap + 1]: every holiday within the cap of a day is in it
     lo, hi = days.min() - pd.Timedelta(days=cap + 1), days.max() + pd.Timedelta(days=cap + 1)
-    holidays = USFederalHolidayCalendar().holidays(lo, hi).to_numpy(dtype="datetime64[D]")
+    holidays = _federal_holidays(lo.year, hi.year)
     if holidays.size == 0:
         return pd.Series(cap, index=local.index, dtype="Int64")
     values = days.to_numpy(dtype="datetime64[D]")

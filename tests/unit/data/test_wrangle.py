@@ -86,3 +86,17 @@ def test_days_to_nearest_holiday_uses_local_dates_and_caps():
                                       "2013-03-01 12:00", None]).tz_localize("America/New_York"))
     assert days_to_nearest_holiday(local, cap=14).tolist() == [0, 3, 1, 11, pd.NA]
     assert days_to_nearest_holiday(local, cap=2).tolist()[:4] == [0, 2, 1, 2]
+
+
+def test_days_to_nearest_holiday_across_year_ends_equals_a_brute_force_count():
+    """The calendar is cached by whole years: days near New Year (either side) still find the nearest holiday."""
+    from flightdeck.data.wrangle import days_to_nearest_holiday
+    from pandas.tseries.holiday import USFederalHolidayCalendar
+
+    days = pd.Series(pd.date_range("2012-12-15", "2014-01-20", freq="D", tz="America/New_York"))
+    holidays = USFederalHolidayCalendar().holidays("2012-01-01", "2014-12-31")
+    for cap in (3, 14):
+        expected = [min(min(abs((d.tz_localize(None).normalize() - h).days) for h in holidays), cap) for d in days]
+        assert days_to_nearest_holiday(days, cap=cap).tolist() == expected
+    # one day alone, right after New Year's Day, and the first call for its span
+    assert days_to_nearest_holiday(pd.Series(pd.to_datetime(["2031-01-02"]).tz_localize("UTC"))).tolist() == [1]
